@@ -27,7 +27,7 @@ toy-model: $(STAMP)
 	$(BIN)/rlvr toy-model --out $(TOY)
 
 demo: toy-model
-	$(BIN)/rlvr train recipes/toy_addition_cpu.yaml
+	$(BIN)/rlvr train recipes/toy_addition_cpu.yaml --overwrite
 	$(BIN)/rlvr check-final runs/toy-addition-grpo
 
 test: $(STAMP)

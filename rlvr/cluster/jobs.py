@@ -305,12 +305,15 @@ def _runtime_env(staging: Path, py_modules: list[str], pip: list[str]) -> dict[s
 def build_train_job(recipe_path: str | os.PathLike, staging: Path, overrides: Iterable[str] = (),
                     pip: Iterable[str] = (), extra_modules: Iterable[str] = (), ship_rlvr: bool = True) -> JobSpec:
     """Validate the recipe and lay out the job in `staging` (its working_dir). Raises RecipeError/JobError."""
-    from rlvr.config import load_recipe
+    import yaml
+
+    from rlvr.config import load_recipe, read_recipe_mapping
 
     overrides, pip = list(overrides), list(pip)
     recipe = load_recipe(recipe_path, overrides, check_files=False)  # model/data are checked below
     notes: list[str] = []
-    shutil.copyfile(recipe_path, staging / "recipe.yaml")
+    # Written with its `base:` chain merged in: the base files are not shipped.
+    (staging / "recipe.yaml").write_text(yaml.safe_dump(read_recipe_mapping(recipe_path), sort_keys=False))
     # Attach to the job's own cluster (an embedded one would ignore it), before the user's --set so
     # those still win; path rewrites come last because they describe the final recipe.
     sets = ["cluster.address=auto", *overrides, *_model_sets(recipe, notes), *_data_sets(recipe, staging, notes)]

@@ -30,13 +30,17 @@ class PromptStream:
         return order
 
     def next_batch(self) -> list[dict[str, Any]]:
+        return self.take(self.batch_size)
+
+    def take(self, count: int) -> list[dict[str, Any]]:
+        """The next `count` rows (dynamic sampling draws extra prompts this way)."""
         batch = []
-        while len(batch) < self.batch_size:
+        while len(batch) < count:
             if self.position == len(self.rows):
                 self.epoch += 1
                 self.position = 0
                 self._order = self._order_for(self.epoch)
-            take = min(self.batch_size - len(batch), len(self.rows) - self.position)
+            take = min(count - len(batch), len(self.rows) - self.position)
             batch.extend(self.rows[i] for i in self._order[self.position:self.position + take])
             self.position += take
         return batch

@@ -1,15 +1,20 @@
-"""Learner actor: one DeepSpeed data-parallel rank of the policy.
+"""Learner actor: one DeepSpeed data-parallel rank of the policy (and, for PPO with GAE, the critic).
 
 N of these Ray actors form one DeepSpeed group (ZeRO 0-3; gloo on CPU, NCCL on GPU). Each
 takes its shard of the rollout batch (whole GRPO groups), computes advantages and the
 policy loss with the pure functions in advantages.py / losses.py, and steps. Rank 0 also
 sends the new weights to the rollout engines (cluster/weight_sync.py).
+
+With `algorithm.advantage: gae` each rank also holds a value model (critic.py) in a second
+DeepSpeed engine with its own AdamW and LR, stepped on the same micro-batches as the policy.
+Nothing on this module's import path imports ray or vllm: `rlvr bench learner` runs it alone.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import random
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -18,7 +23,8 @@ from pathlib import Path
 import torch
 
 from rlvr.learners.advantages import compute_advantages
-from rlvr.learners.losses import entropy_from_logits, kl_penalty, logprobs_from_logits, policy_loss
+from rlvr.learners.losses import (entropy_from_logits, explained_variance, kl_penalty, logprobs_from_logits,
+                                  policy_loss, value_loss)
 
 
 def lr_lambda(warmup: int, schedule: str, total: int):
@@ -45,6 +51,26 @@ def split_even(n: int, parts: int) -> list[slice]:
     return out
 
 
+def rng_state() -> dict:
+    """Every RNG a learner step may draw from (python, numpy, torch CPU, and CUDA when in use)."""
+    import numpy as np
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import numpy as np
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 class LearnerActor:
     def __init__(self, model_path: str, *, rank: int, world_size: int, learner: dict, algorithm: dict,
                  total_steps: int, micro_batches: int, seed: int = 0, dtype: str = "float32"):
@@ -65,9 +91,8 @@ class LearnerActor:
         return node_ip(), free_port()
 
     def setup(self, master_addr: str, master_port: int) -> None:
-        """Join the DeepSpeed group (every rank at once) and build engine, optimizer and reference."""
+        """Join the DeepSpeed group (every rank at once) and build engine(s), optimizer(s) and reference."""
         rank, world_size, model_path, seed, dtype = self.rank, self.world_size, self.model_path, self.seed, self.dtype_name
-        total_steps, micro_batches = self.total_steps, self.micro_batches
         os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK="0",
                           MASTER_ADDR=master_addr, MASTER_PORT=str(master_port))
         if self.device == "cpu":
@@ -80,25 +105,16 @@ class LearnerActor:
         deepspeed.init_distributed(dist_backend="gloo" if self.device == "cpu" else "nccl")
         torch.manual_seed(seed)
         self.dtype = getattr(torch, dtype)
+        cfg = self.cfg
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype)
-        if self.cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-        # Micro-batches per optimizer step are fixed by the recipe (prompts x n / ranks / minibatches / mbs),
-        # which is what DeepSpeed's gradient_accumulation_steps needs to know up front.
-        opt = torch.optim.AdamW(model.parameters(), lr=self.cfg.lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay)
-        optimizer_steps = total_steps * self.algo.ppo_epochs * self.algo.num_minibatches
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(self.cfg.warmup_steps, self.cfg.lr_schedule, optimizer_steps))
-        ds_config = {
-            "train_micro_batch_size_per_gpu": self.cfg.micro_batch_size,
-            "gradient_accumulation_steps": micro_batches,
-            "gradient_clipping": self.cfg.grad_clip,
-            "zero_optimization": {"stage": self.cfg.zero_stage},
-            "zero_allow_untested_optimizer": True,
-            "steps_per_print": 10**9,
-        }
-        if dtype == "bfloat16":
-            ds_config["bf16"] = {"enabled": True}
-        self.engine, _, _, self.scheduler = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=ds_config)
+        self.engine, self.scheduler = self._engine(model, cfg.lr, cfg.warmup_steps)
+        self.critic = self.critic_scheduler = None
+        if self.algo.needs_critic:
+            from rlvr.learners.critic import load_value_model
+
+            warmup = cfg.warmup_steps if cfg.critic_warmup_steps is None else cfg.critic_warmup_steps
+            self.critic, self.critic_scheduler = self._engine(load_value_model(model_path, self.dtype),
+                                                              cfg.critic_lr or cfg.lr, warmup)
         self.ref = None
         if self.algo.needs_reference:  # frozen copy for the KL term; never loaded when kl_coef is 0
             self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype).to(self.device).eval()
@@ -107,10 +123,39 @@ class LearnerActor:
         self.sync = None
         self.steps_done = 0
 
+    def _engine(self, model, lr: float, warmup_steps: int):
+        """A DeepSpeed engine (AdamW + LR schedule) for `model`; the policy and the critic each get one."""
+        cfg = self.cfg
+        # from_pretrained returns eval mode, in which HF skips gradient checkpointing; train mode
+        # with dropout off (RL ratios compare passes, which must not differ by dropout noise).
+        model.train()
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        optimizer_steps = self.total_steps * self.algo.ppo_epochs * self.algo.num_minibatches
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup_steps, cfg.lr_schedule, optimizer_steps))
+        # Micro-batches per optimizer step are fixed by the recipe (prompts x n / ranks / minibatches / mbs),
+        # which is what DeepSpeed's gradient_accumulation_steps needs to know up front.
+        ds_config = {
+            "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+            "gradient_accumulation_steps": self.micro_batches,
+            "gradient_clipping": cfg.grad_clip,
+            "zero_optimization": {"stage": cfg.zero_stage},
+            "zero_allow_untested_optimizer": True,
+            "steps_per_print": 10**9,
+        }
+        if self.dtype_name == "bfloat16":
+            ds_config["bf16"] = {"enabled": True}
+        engine, _, _, sched = self.ds.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=ds_config)
+        return engine, sched
+
     # ------------------------------------------------------------------ training
 
     def _forward(self, model, ids, attn, temperature: float, with_entropy: bool):
-        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
+        logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1].float()
         if temperature not in (0.0, 1.0):
             logits = logits / temperature  # the distribution vLLM sampled from
         lp = logprobs_from_logits(logits, ids[:, 1:])
@@ -118,9 +163,24 @@ class LearnerActor:
         return lp, ent
 
     @torch.no_grad()
+    def _no_grad_pass(self, fn, batch, slices) -> torch.Tensor:
+        """fn(ids, attn) -> [b, L-1] over the batch, micro-batch by micro-batch, gathered on the CPU."""
+        return torch.cat([fn(batch["input_ids"][s].to(self.device), batch["attention_mask"][s].to(self.device)).cpu()
+                          for s in slices])
+
     def _logprobs(self, model, batch, slices) -> torch.Tensor:
-        return torch.cat([self._forward(model, batch["input_ids"][s].to(self.device), batch["attention_mask"][s].to(self.device),
-                                        batch["temperature"], False)[0].cpu() for s in slices])
+        return self._no_grad_pass(lambda ids, attn: self._forward(model, ids, attn, batch["temperature"], False)[0], batch, slices)
+
+    def _sum_over_ranks(self, t: torch.Tensor) -> torch.Tensor:
+        """t summed over the data-parallel ranks (batch-wide advantage whitening)."""
+        out = t.to(self.device)  # NCCL reduces CUDA tensors only
+        torch.distributed.all_reduce(out)
+        return out.to(t.device)
+
+    def _loss_scale(self, units: float, units_total: float) -> float:
+        """A loss aggregated over one micro-batch, times this, summed over micro-batches and ranks
+        (DeepSpeed divides by accumulation steps and averages ranks), is the global aggregate."""
+        return units / max(units_total, 1e-8) * self.micro_batches * self.world_size
 
     def train_step(self, batch: dict) -> dict:
         """One RL step on this rank's shard: advantages, then PPO epochs over minibatches.
@@ -138,20 +198,25 @@ class LearnerActor:
         need_old = algo.ppo_epochs > 1 or algo.num_minibatches > 1
         old_lp = self._logprobs(self.engine.module, batch, mbs) if need_old else None
         ref_lp = self._logprobs(self.ref, batch, mbs) if self.ref is not None else None
+        # The critic's values before this step's updates: GAE's baseline and the value clip's centre.
+        old_values = self._no_grad_pass(self.critic.module, batch, mbs) if self.critic is not None else None
         token_rewards = None
         if ref_lp is not None and algo.kl_in_reward:
             token_rewards = -self.kl_coef * kl_penalty(batch["rollout_logprobs"], ref_lp, algo.kl_estimator) * mask
-        adv, _ = compute_advantages(algo.advantage, batch["rewards"].float(), mask, batch["group_size"],
-                                    token_rewards=token_rewards, gamma=algo.gamma, lam=algo.lam)
+        adv, returns = compute_advantages(algo.advantage, batch["rewards"].float(), mask, batch["group_size"],
+                                          values=old_values, token_rewards=token_rewards, gamma=algo.gamma, lam=algo.lam,
+                                          all_reduce=self._sum_over_ranks if self.world_size > 1 else None)
         units_total = batch["total_tokens"] if algo.loss_agg == "token-mean" else batch["total_sequences"]
         sums: dict[str, float] = {}
         n_metric = 0
         for _ in range(algo.ppo_epochs):
             for m in range(algo.num_minibatches):
                 group = mbs[m * self.micro_batches:(m + 1) * self.micro_batches]
-                mb_units_total = units_total / algo.num_minibatches
                 for s in group:
-                    metrics = self._micro_step(batch, s, mask[s], adv[s], old_lp, ref_lp, mb_units_total)
+                    metrics = self._micro_step(batch, s, mask[s], adv[s], old_lp, ref_lp, units_total / algo.num_minibatches)
+                    if self.critic is not None:
+                        metrics.update(self._critic_micro_step(batch, s, mask[s], old_values[s], returns[s],
+                                                               batch["total_tokens"] / algo.num_minibatches))
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0.0) + v
                     n_metric += 1
@@ -159,6 +224,12 @@ class LearnerActor:
         grad_norm = self.engine.get_global_grad_norm()
         out["policy/grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
         out["policy/lr"] = self.scheduler.get_last_lr()[0]
+        if self.critic is not None:
+            grad_norm = self.critic.get_global_grad_norm()
+            out["critic/grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
+            out["critic/lr"] = self.critic_scheduler.get_last_lr()[0]
+            out["value/explained_variance"] = float(explained_variance(old_values, returns, mask))
+            out["value/return_mean"] = float((returns * mask).sum() / mask.sum().clamp(min=1))
         out["time/training"] = time.perf_counter() - t0
         self.steps_done += 1
         return out
@@ -187,22 +258,34 @@ class LearnerActor:
             kl_val = (kl_tok * mask_d).sum() / n_tok
             if not algo.kl_in_reward:
                 loss = loss + self.kl_coef * kl_val
-        # The aggregate above is over this micro-batch; rescale so that the sum over micro-batches
-        # and ranks (DeepSpeed divides by accumulation steps and averages ranks) is the global aggregate.
-        units = mask_d.sum() if algo.loss_agg == "token-mean" else torch.tensor(float(mask_d.shape[0]))
-        scale = units.item() / max(units_total, 1e-8) * self.micro_batches * self.world_size
-        self.engine.backward(loss * scale)
+        units = mask_d.sum().item() if algo.loss_agg == "token-mean" else float(mask_d.shape[0])
+        self.engine.backward(loss * self._loss_scale(units, units_total))
         self.engine.step()
         drift = ((lp.detach() - rollout).abs() * mask_d).sum() / n_tok
         out = {"loss/policy": loss.item(), "entropy": entropy.item(), "kl": kl_val.item(), "drift/abs_logprob_diff": drift.item()}
         out.update({k: float(v) for k, v in metrics.items()})
         return out
 
+    def _critic_micro_step(self, batch, s: slice, mask, old_values, returns, tokens_total) -> dict:
+        """Value loss on one micro-batch; a token-mean whatever loss_agg is (each token's return is one
+        regression target), scaled to the global token mean like the policy loss."""
+        algo = self.algo
+        mask_d = mask.to(self.device)
+        values = self.critic(input_ids=batch["input_ids"][s].to(self.device),
+                             attention_mask=batch["attention_mask"][s].to(self.device))
+        loss, metrics = value_loss(values, old_values.to(self.device), returns.to(self.device), mask_d, clip=algo.value_clip)
+        loss = algo.vf_coef * loss
+        self.critic.backward(loss * self._loss_scale(mask_d.sum().item(), tokens_total))
+        self.critic.step()
+        out = {"loss/value": loss.item()}
+        out.update({k: float(v) for k, v in metrics.items()})
+        return out
+
     # ------------------------------------------------------------------ weights out
 
-    def _full_params(self, bucket_bytes: int) -> Iterator[tuple[str, torch.Tensor]]:
+    def _full_params(self, bucket_bytes: int, engine=None) -> Iterator[tuple[str, torch.Tensor]]:
         """(name, full tensor) in order. Under ZeRO-3 every rank must iterate: gathers are collective."""
-        params = list(self.engine.module.named_parameters())
+        params = list((engine or self.engine).module.named_parameters())
         if self.cfg.zero_stage != 3:
             yield from params
             return
@@ -229,6 +312,12 @@ class LearnerActor:
 
             self.sync = WeightSyncGroup(host, port, 0, world_size, backend, device=self.device)
 
+    def close_weight_sync(self) -> None:
+        """Leave the broadcast group (a rollout engine died: the controller forms a new one)."""
+        if self.sync is not None:
+            self.sync.close()
+            self.sync = None
+
     def send_weights(self, bucket_bytes: int) -> dict:
         t0 = time.perf_counter()
         sent = 0
@@ -252,19 +341,41 @@ class LearnerActor:
             AutoTokenizer.from_pretrained(self.model_path).save_pretrained(path)
 
     def save_checkpoint(self, path: str, client_state: dict) -> None:
-        self.engine.save_checkpoint(path, tag="latest", client_state=client_state)
+        """Everything a resumed run needs to continue exactly (all ranks call it, with the same path):
+        path/policy and path/critic (DeepSpeed: weights, optimizer, LR schedule, step counters) and
+        path/learner_rank<r>.pt (this rank's RNG states and step count)."""
+        # save_latest=False: the tag is fixed, and DeepSpeed's 'latest' pointer file would be pointless.
+        # Under one key: DeepSpeed hands back its own bookkeeping beside the client state on load.
+        self.engine.save_checkpoint(path, tag="policy", client_state={"rlvr": client_state}, save_latest=False)
+        if self.critic is not None:
+            self.critic.save_checkpoint(path, tag="critic", save_latest=False)
+        torch.save({"rng": rng_state(), "steps_done": self.steps_done, "kl_coef": self.kl_coef},
+                   Path(path) / f"learner_rank{self.rank}.pt")
 
     def load_checkpoint(self, path: str) -> dict:
-        _, client_state = self.engine.load_checkpoint(path, tag="latest")
-        return client_state or {}
+        """Restore what save_checkpoint wrote; returns its client_state."""
+        _, client_state = self.engine.load_checkpoint(path, tag="policy")
+        if self.critic is not None:
+            if not (Path(path) / "critic").is_dir():
+                raise FileNotFoundError(f"{path} has no critic checkpoint (was it saved by a run without advantage gae?)")
+            self.critic.load_checkpoint(path, tag="critic")
+        extra = torch.load(Path(path) / f"learner_rank{self.rank}.pt", weights_only=False)  # our own file: numpy RNG state
+        self.steps_done, self.kl_coef = extra["steps_done"], extra["kl_coef"]
+        set_rng_state(extra["rng"])
+        return (client_state or {}).get("rlvr", {})
 
     def full_state(self) -> dict[str, torch.Tensor]:
         """Every parameter, gathered (all ranks must call under ZeRO-3); for tests and tools."""
         return {name: t.detach().cpu().clone() for name, t in self._full_params(1 << 28)}
+
+    def critic_state(self) -> dict[str, torch.Tensor]:
+        """Every critic parameter, gathered like full_state (empty without a critic)."""
+        if self.critic is None:
+            return {}
+        return {name: t.detach().cpu().clone() for name, t in self._full_params(1 << 28, self.critic)}
 
     def fingerprint(self) -> float:
         with torch.no_grad():
             ctx = self.ds.zero.GatheredParameters(list(self.engine.module.parameters())) if self.cfg.zero_stage == 3 else nullcontext()
             with ctx:
                 return float(sum(p.double().abs().sum() for p in self.engine.module.parameters()))
-

@@ -48,9 +48,15 @@ def compute_advantages(
     gamma: float = 1.0,
     lam: float = 1.0,
     eps: float = 1e-6,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     **kw,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the estimator registered as `name`; returns float32 `(advantages[B,T], returns[B,T])`."""
+    """Run the estimator registered as `name`; returns float32 `(advantages[B,T], returns[B,T])`.
+
+    `all_reduce(t) -> sum of t over the data-parallel ranks`: given when the batch is sharded, so
+    that estimators whitening over the whole batch (reinforce_pp*, gae) use the global statistics
+    and N ranks compute what one rank would; per-group estimators ignore it.
+    """
     fn = ADVANTAGE_ESTIMATORS.get(name)
     if fn is None:
         raise ValueError(f"unknown advantage estimator {name!r}; valid: {', '.join(sorted(ADVANTAGE_ESTIMATORS))}")
@@ -75,6 +81,7 @@ def compute_advantages(
             gamma=gamma,
             lam=lam,
             eps=eps,
+            all_reduce=all_reduce,
             **kw,
         )
 
@@ -91,13 +98,19 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-6) -> torch.Tensor:
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-6,
+                  all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """(x - mean) / (std + eps) with mean and (population) std over the masked elements only.
 
     shift_mean=False adds the mean back (scale only). Masked-out positions come back as 0.
+    all_reduce (sums a tensor over ranks): statistics over every rank's shard, not just this one.
     """
-    mean = masked_mean(x, mask)
-    std = masked_mean((x - mean) ** 2, mask).sqrt()
+    total = all_reduce or (lambda t: t)
+    mask = mask.to(x.dtype)
+    sums = total(torch.stack([(x * mask).sum(), mask.sum()]))
+    n = sums[1].clamp(min=1)
+    mean = sums[0] / n
+    std = (total(((x - mean) ** 2 * mask).sum()) / n).sqrt()
     out = (x - mean) / (std + eps)
     if not shift_mean:
         out = out + mean
@@ -177,28 +190,29 @@ def rloo(rewards, mask, group_size, **_):
 
 
 @register_advantage("reinforce_pp", token_rewards=True)
-def reinforce_pp(rewards, mask, group_size, *, token_rewards=None, gamma=1.0, eps=1e-6, **_):
+def reinforce_pp(rewards, mask, group_size, *, token_rewards=None, gamma=1.0, eps=1e-6, all_reduce=None, **_):
     """REINFORCE++ (Hu 2025, arXiv:2501.03262): token rewards r_t = [outcome at the last token]
     + token_rewards_t (e.g. -beta * KL_t), returns G_t = sum_{k>=t} gamma^(k-t) r_k, and
     A = whiten(G) over all valid tokens of the *global* batch (no per-prompt baseline).
     Returns the un-whitened G.
     """
     returns = discounted_returns(token_level_rewards(rewards, mask, token_rewards), mask, gamma)
-    return masked_whiten(returns, mask, eps=eps), returns
+    return masked_whiten(returns, mask, eps=eps, all_reduce=all_reduce), returns
 
 
 @register_advantage("reinforce_pp_baseline", token_rewards=True)
-def reinforce_pp_baseline(rewards, mask, group_size, *, token_rewards=None, gamma=1.0, eps=1e-6, **_):
+def reinforce_pp_baseline(rewards, mask, group_size, *, token_rewards=None, gamma=1.0, eps=1e-6, all_reduce=None, **_):
     """REINFORCE++-baseline (Hu 2025, arXiv:2501.03262): subtract the group mean from the outcome
     reward first (removes per-prompt difficulty), then proceed as REINFORCE++ (returns, global whitening).
     """
     g = _groups(rewards, group_size, "reinforce_pp_baseline")
     centred = (g - g.mean(-1, keepdim=True)).reshape(-1)
-    return reinforce_pp(centred, mask, group_size, token_rewards=token_rewards, gamma=gamma, eps=eps)
+    return reinforce_pp(centred, mask, group_size, token_rewards=token_rewards, gamma=gamma, eps=eps, all_reduce=all_reduce)
 
 
 @register_advantage("gae", token_rewards=True)
-def gae(rewards, mask, group_size, *, values=None, token_rewards=None, gamma=1.0, lam=1.0, eps=1e-6, whiten=True, **_):
+def gae(rewards, mask, group_size, *, values=None, token_rewards=None, gamma=1.0, lam=1.0, eps=1e-6, whiten=True,
+        all_reduce=None, **_):
     """GAE (Schulman et al. 2016, arXiv:1506.02438) with a critic `values[B,T]`:
     delta_t = r_t + gamma V_{t+1} - V_t (V after the last token = 0),
     A_t = delta_t + gamma lam A_{t+1}, returns = A + V (the value target, un-whitened);
@@ -222,7 +236,7 @@ def gae(rewards, mask, group_size, *, values=None, token_rewards=None, gamma=1.0
     adv = adv * mask
     returns = (adv + values) * mask
     if whiten:
-        adv = masked_whiten(adv, mask, eps=eps)
+        adv = masked_whiten(adv, mask, eps=eps, all_reduce=all_reduce)
     return adv, returns
 
 

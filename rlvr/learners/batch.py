@@ -45,3 +45,16 @@ def shard_by_groups(batch: dict, ranks: int) -> list[dict]:
         shard = {k: (v[rows] if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
         shards.append(shard)
     return shards
+
+
+def pick_groups(informative: list[bool], stale: list[bool], target: int) -> list[int]:
+    """Indices (in order) of the groups to train on, at most `target`.
+
+    Fresh informative groups come first; fresh uninformative ones (all rewards equal: zero
+    group-relative advantage, so harmless) only top up a batch that is still short after
+    dynamic sampling's retries, keeping the batch shape fixed. Stale groups (from a policy
+    more than async_steps versions old) are never trained on.
+    """
+    good = [i for i, (inf, old) in enumerate(zip(informative, stale)) if inf and not old]
+    filler = [i for i, (inf, old) in enumerate(zip(informative, stale)) if not inf and not old]
+    return sorted(good[:target] + filler[:max(0, target - len(good))])

@@ -310,6 +310,18 @@ def value_loss(
     return loss, metrics
 
 
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """1 - Var(R - V) / Var(R) over the masked tokens (population variances): 1 for a perfect
+    critic, 0 for one no better than predicting the mean return, negative for a worse one.
+    0 when the returns have no variance (nothing to explain)."""
+    with torch.no_grad():
+        mask = mask.to(values.dtype)
+        var_r = masked_mean((returns - masked_mean(returns, mask)).square(), mask)
+        res = returns - values
+        var_res = masked_mean((res - masked_mean(res, mask)).square(), mask)
+        return torch.where(var_r > 0, 1 - var_res / var_r.clamp(min=1e-12), torch.zeros_like(var_r))
+
+
 # ---------------------------------------------------------------------------------------------
 # truncated importance sampling (rollout engine vs learner drift)
 

@@ -1,4 +1,5 @@
-"""Data parallelism on the real DeepSpeed engine over gloo: two ranks take the same step as one."""
+"""Data parallelism on the real DeepSpeed engine over gloo: two ranks take the same step as one
+(policy, and with advantage gae the critic too)."""
 
 import pytest
 import ray
@@ -23,32 +24,33 @@ def _batch(tokenizer):
     return build_batch(prompts, responses, lps, rewards, group_size=4, pad_id=tokenizer.pad_token_id, temperature=1.0)
 
 
-def _train(model_dir, ranks, batch, zero_stage):
+def _train(model_dir, ranks, batch, zero_stage, advantage):
     Learner = ray.remote(num_cpus=1)(LearnerActor)
     cfg = {"zero_stage": zero_stage, "lr": 1e-3, "micro_batch_size": 4, "grad_clip": 1.0, "ranks": ranks}
     micro = 16 // ranks // 4
-    actors = [Learner.remote(str(model_dir), rank=i, world_size=ranks, learner=cfg, algorithm={}, total_steps=2,
+    actors = [Learner.remote(str(model_dir), rank=i, world_size=ranks, learner=cfg, algorithm={"advantage": advantage}, total_steps=2,
                              micro_batches=micro) for i in range(ranks)]
     host, port = ray.get(actors[0].address.remote())
     ray.get([a.setup.remote(host, port) for a in actors])
     for _ in range(2):
         ray.get([a.train_step.remote(s) for a, s in zip(actors, shard_by_groups(batch, ranks))])
     states = ray.get([a.full_state.remote() for a in actors])
+    critics = ray.get([a.critic_state.remote() for a in actors])
     for a in actors:
         ray.kill(a)
-    return states[0]
+    return states[0], critics[0]
 
 
-@pytest.mark.parametrize("zero_stage", [2, 3])
-def test_two_ranks_equal_one_rank(toy_dir, zero_stage):
+@pytest.mark.parametrize("zero_stage, advantage", [(2, "grpo"), (3, "grpo"), (3, "gae")])
+def test_two_ranks_equal_one_rank(toy_dir, zero_stage, advantage):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_dir = toy_dir / "model"
     batch = _batch(AutoTokenizer.from_pretrained(model_dir))
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
     try:
-        one = _train(model_dir, 1, batch, zero_stage)
-        two = _train(model_dir, 2, batch, zero_stage)
+        one, critic_one = _train(model_dir, 1, batch, zero_stage, advantage)
+        two, critic_two = _train(model_dir, 2, batch, zero_stage, advantage)
     finally:
         ray.shutdown()
     init = dict(AutoModelForCausalLM.from_pretrained(model_dir).named_parameters())
@@ -57,3 +59,8 @@ def test_two_ranks_equal_one_rank(toy_dir, zero_stage):
     assert moved > 1e-4  # the step did something, so equality below is not vacuous
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=k)
+    assert bool(critic_one) == (advantage == "gae") and set(critic_one) == set(critic_two)
+    if critic_one:
+        assert critic_one["value_head.weight"].abs().max() > 1e-4  # moved from its zero init
+    for k in critic_one:  # GAE whitening and the value loss are global over the ranks, like the policy loss
+        torch.testing.assert_close(critic_two[k], critic_one[k], rtol=1e-4, atol=1e-5, msg=k)

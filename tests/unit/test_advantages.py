@@ -184,6 +184,46 @@ def test_masked_mean_and_whiten():
     close(masked_mean(T([[1.0, 5], [2, 2]]), T([[1.0, 0], [0, 0]]), dim=-1), [1.0, 0.0])
 
 
+def _two_ranks(fn):
+    """Run fn(rank, all_reduce) on two threads whose all_reduce sums a tensor over both, as
+    torch.distributed.all_reduce does over two learner ranks."""
+    import threading
+
+    barrier, slots, results = threading.Barrier(2), [None, None], [None, None]
+
+    def all_reduce(rank):
+        def reduce(t):
+            slots[rank] = t.clone()
+            barrier.wait()
+            total = slots[0] + slots[1]
+            barrier.wait()  # both have read the slots before either writes the next statistic
+            return total
+        return reduce
+
+    threads = [threading.Thread(target=lambda r=r: results.__setitem__(r, fn(r, all_reduce(r)))) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    return results
+
+
+@pytest.mark.parametrize("name", ["gae", "reinforce_pp"])
+def test_batch_whitening_over_shards_equals_whole_batch(name):
+    # Two learner ranks each hold half of the batch; with all_reduce the halves are whitened
+    # with the whole batch's mean and std, as one rank holding everything would.
+    rewards, mask = T([1.0, 0, 0, 1]), T([[1.0, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 0]])
+    values = T([[0.1, 0.5, 0], [0.2, 0.3, 0.4], [0.9, 0, 0], [0.0, 0.7, 0]])
+    kw = lambda s: {"values": values[s]} if name == "gae" else {}
+    whole, _ = compute_advantages(name, rewards, mask, 1, **kw(slice(None)))
+    halves = [slice(0, 2), slice(2, 4)]
+    alone = torch.cat([compute_advantages(name, rewards[s], mask[s], 1, **kw(s))[0] for s in halves])
+    assert (alone - whole).abs().max() > 0.1  # shard-local whitening differs: the test can fail
+    sharded = _two_ranks(lambda r, red: compute_advantages(name, rewards[halves[r]], mask[halves[r]], 1,
+                                                           all_reduce=red, **kw(halves[r]))[0])
+    close(torch.cat(sharded), whole)
+
+
 # ----------------------------------------------------------------------------- DAPO extras
 
 

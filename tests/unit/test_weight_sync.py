@@ -1,10 +1,12 @@
-"""The weight-sync transport: bucket plans (pure) and a real gloo broadcast between processes."""
+"""The weight-sync transport: bucket plans and buffer reuse (pure), and a real gloo broadcast between processes."""
 
+import io
 import multiprocessing as mp
 
+import pytest
 import torch
 
-from rlvr.cluster.weight_sync import TensorSpec, WeightSyncGroup, free_port, plan_buckets, spec_of
+from rlvr.cluster.weight_sync import TensorSpec, WeightSyncGroup, _HostBuffers, free_port, plan_buckets, spec_of
 
 
 def test_buckets_split_by_size_and_dtype():
@@ -14,27 +16,62 @@ def test_buckets_split_by_size_and_dtype():
     assert [[s.name for s in b] for b in plan] == [["a", "b"], ["c"], ["d"], ["e"]]  # e alone: larger than a bucket
 
 
-def _receiver(port, specs, q):
+def test_large_tensors_travel_alone_when_asked():
+    specs = [TensorSpec(n, "float32", (k,)) for n, k in (("s1", 2), ("big", 16), ("s2", 2), ("s3", 2))]
+    assert [[s.name for s in b] for b in plan_buckets(specs, 1024)] == [["s1", "big", "s2", "s3"]]
+    assert [[s.name for s in b] for b in plan_buckets(specs, 1024, alone_bytes=64)] == [["s1"], ["big"], ["s2", "s3"]]
+
+
+def test_host_buffers_are_reused_only_when_nothing_holds_them():
+    pool = _HostBuffers(keep=2)
+    a = pool.take(10, torch.float32)
+    a_ptr = a.data_ptr()
+    held = a[2:4]  # a receiver's view, as vLLM keeps it until its layer is complete
+    del a
+    b = pool.take(10, torch.float32)
+    assert b.data_ptr() != a_ptr  # still held: a second buffer
+    del held, b
+    assert pool.take(8, torch.bfloat16).data_ptr() == a_ptr  # free again (and large enough): reused
+
+
+def test_gpu_transports_say_what_to_change_without_a_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    for backend in ("nccl", "cuda_ipc"):
+        with pytest.raises(RuntimeError, match="needs a CUDA GPU.*cluster.weight_sync_backend=gloo"):
+            WeightSyncGroup("127.0.0.1", free_port(), 0, 2, backend)
+
+
+def _receiver(port, specs, bucket_sizes, q):
     g = WeightSyncGroup("127.0.0.1", port, 1, 2, "gloo", timeout_s=60)
-    q.put({name: t.clone() for name, t in g.receive(specs, bucket_bytes=64)})
+    # Keep every received view to the end, as vLLM's layer-wise reload may: a buffer reused too early would show.
+    got = [list(g.receive(specs, bucket_bytes)) for bucket_bytes in bucket_sizes]
+    buf = io.BytesIO()  # bytes, not tensors: torch's queue would pass file descriptors the exiting child closes
+    torch.save([{name: t.clone() for name, t in sync} for sync in got], buf)
+    q.put(buf.getvalue())
     g.close()
 
 
 def test_gloo_broadcast_delivers_every_tensor_exactly():
     torch.manual_seed(0)
-    tensors = {"w1": torch.randn(3, 5), "w2": torch.randn(7), "w3": torch.randn(2, 2, 2), "h": torch.randn(4).to(torch.bfloat16)}
+    tensors = {"w1": torch.randn(3, 5), "w2": torch.randn(7), "big": torch.randn(600, 500),  # 1.2 MB: sent alone
+               "w3": torch.randn(2, 2, 2), "h": torch.randn(4).to(torch.bfloat16), "w4": torch.randn(5)}
     specs = [spec_of(n, t) for n, t in tensors.items()]
     port = free_port()
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_receiver, args=(port, specs, q))
+    bucket_sizes = [64, 8 << 20, 64]  # one tensor per bucket; all small ones in one
+    p = ctx.Process(target=_receiver, args=(port, specs, bucket_sizes, q))
     p.start()
     sender = WeightSyncGroup("127.0.0.1", port, 0, 2, "gloo", timeout_s=60)
-    sent = sender.send(tensors.items(), bucket_bytes=64)
-    got = q.get(timeout=60)
+    sent = []
+    for i, bucket_bytes in enumerate(bucket_sizes):  # repeated syncs of changing weights reuse buffers on both sides
+        sent.append(sender.send(((n, t + i) for n, t in tensors.items()), bucket_bytes=bucket_bytes))
+    got = torch.load(io.BytesIO(q.get(timeout=60)))
     p.join(timeout=30)
     sender.close()
-    assert sent == sum(t.numel() * t.element_size() for t in tensors.values())
-    assert set(got) == set(tensors)
-    for name, t in tensors.items():
-        assert got[name].dtype == t.dtype and torch.equal(got[name], t), name
+    assert sent == [sum(t.numel() * t.element_size() for t in tensors.values())] * 3
+    for i, sync in enumerate(got):
+        assert set(sync) == set(tensors)
+        for name, t in tensors.items():
+            assert sync[name].dtype == t.dtype and torch.equal(sync[name], t + i), (i, name)

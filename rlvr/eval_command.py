@@ -1,0 +1,177 @@
+"""The `rlvr eval` command: a model directory and data files in, accuracy and pass@k out.
+
+Rows are loaded and prompts rendered exactly as the trainer does (rlvr.data), completions come
+from the trainer's RolloutActor (a plain class, used here without Ray), scores from the
+VerifierPool, numbers from rlvr.evaluation. Every input check happens before vLLM starts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class EvalInputError(ValueError):
+    """Bad `rlvr eval` input, with a one-line message naming the option or file."""
+
+
+@dataclass
+class EvalInputs:
+    rows: list[dict]
+    prompts: list[str]
+    greedy: bool
+    temperature: float
+
+
+def sampling(n: int, temperature: float | None) -> tuple[bool, float]:
+    """(greedy, temperature): greedy for one sample unless a temperature is given; several
+    samples are drawn at the given temperature, 1.0 by default."""
+    if temperature is not None and temperature < 0:
+        raise EvalInputError(f"--temperature must be >= 0, got {temperature:g}")
+    if n > 1 and temperature == 0:
+        raise EvalInputError(f"--temperature 0 is greedy decoding, which gives one answer per prompt; use --n 1 or a "
+                             f"temperature > 0 for --n {n}")
+    if temperature is None:
+        return n == 1, 1.0
+    return temperature == 0, temperature
+
+
+def prepare_inputs(args) -> EvalInputs:
+    """Check every option, load the tokenizer and the rows, render the prompts; EvalInputError on bad input."""
+    from rlvr.data import DataError, DataSourceConfig, encode_prompts, load_sources, render_prompt
+    from rlvr.verifiers import PluginError, check_verifier_names, load_plugins
+
+    for name, value in (("--n", args.n), ("--max-tokens", args.max_tokens), ("--limit", args.limit)):
+        if value is not None and value < 1:
+            raise EvalInputError(f"{name} must be >= 1, got {value}")
+    greedy, temperature = sampling(args.n, args.temperature)
+    if args.out is not None and Path(args.out).is_dir():
+        raise EvalInputError(f"--out: {args.out} is a directory; give a file name such as results.json")
+    try:
+        load_plugins(args.plugin or [])
+        if args.verifier:
+            check_verifier_names([args.verifier])
+        rows = load_sources([DataSourceConfig(path=p, verifier=args.verifier) for p in args.data], strict=True)
+        rows = list(rows)[:args.limit] if args.limit else list(rows)
+        check_verifier_names(r["verifier"] for r in rows)
+    except DataError as e:
+        msg = str(e)
+        # strict loading names the first row lacking a verifier; say how to supply one
+        raise EvalInputError(msg + (" (name one with --verifier)" if msg.endswith("no verifier") else "")) from None
+    except PluginError as e:
+        raise EvalInputError(str(e)) from None
+    if not rows:
+        raise EvalInputError(f"--data: no rows in {', '.join(args.data)}")
+    tokenizer = load_tokenizer(args.model)
+    prompts = [render_prompt(tokenizer, r) for r in rows]
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its "sequence longer than model_max_length" warning would precede our one line
+    try:
+        token_ids = encode_prompts(tokenizer, prompts)
+    finally:
+        hf_logging.set_verbosity(level)
+    check_prompt_lengths(rows, token_ids, context_length(args.model, args.max_model_len))
+    return EvalInputs(rows, prompts, greedy, temperature)
+
+
+def context_length(model: str, max_model_len: int | None) -> int | None:
+    """The context vLLM will use: --max-model-len, else the model config's max_position_embeddings."""
+    if max_model_len is not None:
+        if max_model_len < 1:
+            raise EvalInputError(f"--max-model-len must be >= 1, got {max_model_len}")
+        return max_model_len
+    value = json.loads((Path(model) / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
+    return value if isinstance(value, int) else None
+
+
+def check_prompt_lengths(rows: list[dict], token_ids: list[list[int]], context: int | None) -> None:
+    """vLLM rejects a prompt that fills the context (with a traceback, after start-up): refuse it here."""
+    if context is None:
+        return
+    for row, ids in zip(rows, token_ids):
+        if len(ids) >= context:
+            src, i = row["source"], row["index"]
+            where = f"line {i + 1}" if src.endswith((".jsonl", ".jsonl.gz")) else f"row {i}"
+            raise EvalInputError(f"--data: {src} {where}: the prompt has {len(ids)} tokens with the chat template, "
+                                 f"the model's context is {context} (--max-model-len)")
+
+
+def load_tokenizer(model: str):
+    """The model directory's tokenizer; EvalInputError unless it is a local Hugging Face model directory."""
+    path = Path(model)
+    if not path.is_dir():
+        raise EvalInputError(f"--model: not a directory: {model}")
+    if not (path / "config.json").is_file():
+        raise EvalInputError(f"--model: {model} has no config.json (expected a Hugging Face model directory)")
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model)
+    except Exception as e:  # transformers raises many types; the first line says what is missing
+        first = (str(e).strip() or type(e).__name__).splitlines()[0]
+        raise EvalInputError(f"--model: cannot load a tokenizer from {model} ({first})") from None
+
+
+def cmd_eval(args) -> int:
+    from rich.console import Console
+
+    from rlvr.evaluation import sample_records, summarize, summary_table
+
+    try:
+        inp = prepare_inputs(args)
+        if args.out is not None:
+            try:
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise EvalInputError(f"--out: cannot create the directory of {args.out} ({e.strerror})") from None
+    except EvalInputError as e:
+        print(f"rlvr: error: {e}", file=sys.stderr)
+        return 2
+    rows, prompts = inp.rows, inp.prompts
+    mode = "greedy" if inp.greedy else f"{args.n} samples at temperature {inp.temperature:g}"
+    print(f"evaluating {args.model} on {len(rows)} prompts ({mode}, at most {args.max_tokens} tokens)", file=sys.stderr)
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    from rlvr.actors.rollout import RolloutActor
+    from rlvr.verifiers import VerifierConfig, VerifierPool, VerifyRequest
+
+    t0 = time.time()
+    try:
+        # The whole device is ours here (no learner beside the engine), hence the higher memory share.
+        engine = RolloutActor(args.model, seed=args.seed, dtype=args.dtype, max_model_len=args.max_model_len,
+                              gpu_memory_utilization=0.9)
+    except RuntimeError as e:
+        print(f"rlvr: error: {e}", file=sys.stderr)
+        return 1
+    t_start = time.time() - t0
+    result = engine.generate(prompts, n=1 if inp.greedy else args.n, temperature=inp.temperature,
+                             max_tokens=args.max_tokens, greedy=inp.greedy, seed=args.seed)
+    comps = result.completions
+    t0 = time.time()
+    with VerifierPool(VerifierConfig(plugins=args.plugin or [])) as pool:
+        scores = pool.score([VerifyRequest(c.text, rows[c.prompt_index]["ground_truth"], rows[c.prompt_index]["verifier"],
+                                           prompts[c.prompt_index]) for c in comps])
+    t_verify = time.time() - t0
+
+    records = sample_records(rows, comps, scores, prompts)
+    summary = summarize(records)
+    console = Console()
+    if not console.is_terminal:  # a pipe or log file has no width; rich would assume 80 and fold the labels
+        console = Console(width=200)
+    console.print(summary_table(summary, title=f"rlvr eval: {args.model}"))
+    if args.out is not None:
+        report = {"model": args.model, "data": args.data, "n": summary["n"], "greedy": inp.greedy,
+                  "temperature": 0.0 if inp.greedy else inp.temperature, "max_tokens": args.max_tokens,
+                  "seed": args.seed, "seconds": {"engine_start": t_start, "generation": result.seconds,
+                                                 "verify": t_verify},
+                  "summary": summary, "samples": records}
+        Path(args.out).write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
+        print(f"wrote {args.out}: summary and {len(records)} samples", file=sys.stderr)
+    return 0
+
