@@ -216,6 +216,15 @@ def cmd_bench(args) -> int:
 
         print(format_result(bench_weight_sync(int(args.gb * 1e9), args.bucket_mb, args.backend, dtype=args.dtype or "bfloat16")))
         return 0
+    if args.what == "rollout":
+        from rlvr.actors.bench import bench_rollout, format_rollout
+        from rlvr.config import RecipeError
+
+        try:
+            print(format_rollout(bench_rollout(args.recipe, steps=args.steps, overrides=args.set or [], sync_gb=args.gb)))
+        except RecipeError as e:
+            return _fail(str(e))
+        return 0
     return _fail(f"unknown benchmark {args.what!r}")
 
 
@@ -380,7 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     dc.set_defaults(fn=cmd_data)
 
     b = sub.add_parser("bench", help="benchmarks that print measured ratios")
-    b.add_argument("what", choices=["verifiers", "learner", "sync"])
+    b.add_argument("what", choices=["verifiers", "learner", "sync", "rollout"])
+    br = b.add_argument_group("bench rollout (in-loop vs raw vLLM, async step ratio, weight-sync GB/s; uses --steps)")
+    br.add_argument("--recipe", help="recipe to measure (default: recipes/toy_addition_cpu.yaml)")
+    br.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)")
     bs = b.add_argument_group("bench sync (learner -> rollout weight transfer, two local processes)")
     bs.add_argument("--gb", type=float, default=1.0, help="model-shaped tensors adding up to this many GB (default 1)")
     bs.add_argument("--bucket-mb", type=int, default=256, help="weight-sync bucket size in MiB (default 256)")

@@ -365,6 +365,7 @@ class Trainer:
         # The data order at a glance: resumed and uninterrupted runs must agree step by step.
         m["data/prompts_crc32"] = zlib.crc32("\n".join(g.prompt for g in chosen).encode())
         m["dynamic_sampling/extra_rounds"] = extra_rounds
+        m["dynamic_sampling/informative_fraction"] = _mean(len(set(self._rewards(g))) > 1 for g in chosen)
         m["dynamic_sampling/groups_dropped"] = len(groups) - len(chosen)
         tokens = sum(len(c.token_ids) for c in comps)
         m["response_length/mean"] = tokens / max(1, len(comps))
@@ -374,13 +375,16 @@ class Trainer:
                   "staleness/dropped_samples": sum(len(g.comps) for g, old in zip(groups, stale_flags) if old)})
         m.update({"time/generation": t_gen, "time/generation_wait": t_wait, "time/verify": t_ver, "time/training": t_train,
                   "time/weight_sync": t_sync, "time/step": time.time() - t_step,
-                  "throughput/rollout_tokens_per_s": sum(len(c.token_ids) for g in groups for c in g.comps) / max(t_gen, 1e-9)})
+                  "throughput/rollout_tokens_per_s": sum(len(c.token_ids) for g in groups for c in g.comps) / max(t_gen, 1e-9),
+                  # as the driver sees it (Ray round trip, log-prob extraction): meaningful when async_steps is 0
+                  "throughput/rollout_tokens_per_s_wall": sum(len(c.token_ids) for g in groups for c in g.comps) / max(t_wait, 1e-9)})
         m.update(self.pool.stats())
         m.update({f"fault/{k}": v for k, v in self.faults.items()})
         for k, v in (("generation", t_gen), ("verify", t_ver), ("training", t_train), ("weight_sync", t_sync)):
             self.timings[k] += v
         # Collapse guard: when every group agrees, advantages are all zero and learning has stopped.
-        self.collapse_run = self.collapse_run + 1 if groups_equal == 1.0 else 0
+        # (With n=1 every "group" agrees with itself: there is nothing to detect.)
+        self.collapse_run = self.collapse_run + 1 if groups_equal == 1.0 and r.rollout.n > 1 else 0
         if r.train.collapse_patience and self.collapse_run == r.train.collapse_patience:
             self.progress.print(f"[yellow]warning: for {self.collapse_run} steps every group's rewards were equal "
                                 "(collapsed or saturated policy): no learning signal. Consider a lower learner.lr, "

@@ -135,6 +135,18 @@ class RolloutActor:
                 tokens += len(c.token_ids)
         return RolloutResult(completions, prompt_ids, seconds, self.policy_version, tokens)
 
+    def raw_generate(self, prompts: list[str], *, n: int, temperature: float, top_p: float = 1.0,
+                     max_tokens: int = 16, greedy: bool = False) -> tuple[int, float]:
+        """(tokens, seconds) of a bare `LLM.generate` with generate()'s sampling settings: the benchmark's baseline."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=1 if greedy else n, temperature=0.0 if greedy else temperature, top_p=top_p,
+                                max_tokens=max_tokens, logprobs=0)
+        t0 = time.perf_counter()
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        seconds = time.perf_counter() - t0
+        return sum(len(c.token_ids) for o in outputs for c in o.outputs), seconds
+
     # --- weight sync: the controller calls these on every actor while the learner sends ---
 
     def init_weight_sync(self, host: str, port: int, rank: int, world_size: int, backend: str = "gloo") -> None:

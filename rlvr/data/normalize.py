@@ -74,5 +74,6 @@ def _verifiers(rec: dict[str, Any], where: str) -> list[str]:
         names = [v] if isinstance(v, str) else v
         if not (isinstance(names, list) and all(isinstance(n, str) and n for n in names)):
             raise DataError(f"{where}: field '{key}' must be a string or a list of strings")
-        return list(names)
+        # Tülu 3 rows say "MATH"/"gsm8k"/"ifeval"; open-instruct matches them lower-cased.
+        return [n.lower() for n in names] if key == "dataset" else list(names)
     return []

@@ -4,6 +4,7 @@
   and its prompts are generated again; the step completes and the event is in the metrics.
 - With `train.async_steps: 1`, generation runs one policy version ahead: samples carry the version
   that produced them, staleness is 1 from the second step on, and nothing older is trained on.
+  The same run checks DAPO's dynamic sampling and soft overlong penalty in the controller.
 """
 
 import threading
@@ -60,8 +61,9 @@ def test_killed_engine_is_restarted_resynced_and_regenerates(toy_dir, tmp_path):
         trainer.shutdown()
 
 
-def test_async_pipeline_runs_one_version_ahead(toy_dir, tmp_path):
-    trainer = _trainer(toy_dir, tmp_path, "async", "train.steps=3", "train.async_steps=1")
+def test_async_pipeline_with_dynamic_sampling_and_overlong_penalty(toy_dir, tmp_path):
+    trainer = _trainer(toy_dir, tmp_path, "async", "train.steps=3", "train.async_steps=1", "algorithm.dynamic_sampling=true",
+                       "algorithm.dynamic_sampling_max_retries=4", "algorithm.overlong_buffer=4")
     try:
         trainer.start()
         ms = [trainer.train_step() for _ in range(3)]
@@ -73,3 +75,8 @@ def test_async_pipeline_runs_one_version_ahead(toy_dir, tmp_path):
     assert all(m["staleness/dropped_samples"] == 0 for m in ms)
     # Step 3's batch was generated while step 2 trained: it was ready, so waiting for it cost almost nothing.
     assert ms[2]["time/generation_wait"] < 0.5 * ms[2]["time/generation"], ms[2]
+    # DAPO dynamic sampling: groups whose rewards all agree were replaced by fresh ones from the stream.
+    assert sum(m["dynamic_sampling/groups_dropped"] for m in ms) > 0
+    assert all(m["dynamic_sampling/informative_fraction"] == 1.0 for m in ms), [m["dynamic_sampling/extra_rounds"] for m in ms]
+    # The soft overlong penalty (answers past max_tokens - 4 tokens) lowers the reward below the verifier's score.
+    assert all(m["reward/mean"] < m["reward/verifier_mean"] for m in ms)

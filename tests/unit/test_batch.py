@@ -26,3 +26,15 @@ def test_shards_keep_whole_groups():
     shards = shard_by_groups(b, 2)
     assert [s["rewards"].tolist() for s in shards] == [[0, 1, 2, 3], [4, 5]]
     assert all(s["group_size"] == 2 and s["total_tokens"] == 6.0 for s in shards)
+
+
+def test_pick_groups_prefers_fresh_informative_then_tops_up_never_stale():
+    from rlvr.learners.batch import pick_groups
+
+    informative = [True, False, True, True, False, True]
+    stale = [False, False, True, False, False, False]
+    assert pick_groups(informative, stale, 2) == [0, 3]  # the stale informative group 2 is skipped
+    assert pick_groups(informative, stale, 3) == [0, 3, 5]
+    # Short of informative groups: uninformative fresh ones fill up, in order; stale never.
+    assert pick_groups(informative, stale, 5) == [0, 1, 3, 4, 5]
+    assert pick_groups(informative, stale, 9) == [0, 1, 3, 4, 5]

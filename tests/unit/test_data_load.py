@@ -152,3 +152,9 @@ def test_gzipped_jsonl(tmp_path):
     with gzip.open(p, "wt", encoding="utf-8") as f:
         f.write(open(PROMPTS, encoding="utf-8").read())
     assert len(load_sources([src(p, verifier="gsm8k")])) == 3
+
+
+def test_tulu_dataset_names_match_verifiers_case_insensitively(tmp_path):
+    p = tmp_path / "math.jsonl"
+    p.write_text('{"messages": [{"role": "user", "content": "1+1?"}], "ground_truth": "2", "dataset": "MATH"}\n')
+    assert load_sources([src(p)])[0]["verifier"] == ["math"]  # allenai/RLVR-MATH rows say "MATH"
