@@ -35,16 +35,18 @@ def bench_rollout(recipe_path: str | None = None, steps: int = 8, overrides: lis
         trainer.start()
         trainer.train_step()  # warm-up: first-call costs stay out of both measurements
         loop, raw = [], []
-        for _ in range(steps):
-            state = trainer.stream.state_dict()
-            m = trainer.train_step()
-            loop.append(m["throughput/rollout_tokens_per_s_wall"])
-            # Raw vLLM on the very same prompts, engine and sampling settings.
-            rows = type(trainer.stream)(trainer.prep.train_rows, recipe.train.prompts_per_step, seed=recipe.data.seed)
-            rows.load_state_dict(state)
-            prompts = [render_prompt(trainer.prep.tokenizer, row) for row in rows.next_batch()]
-            tokens, seconds = ray.get(trainer.rollouts[0].raw_generate.remote(prompts, **trainer._gen_kwargs(False)))
-            raw.append(tokens / seconds)
+        for i in range(steps):
+            # Raw vLLM on the very same prompts, engine and sampling settings; before the step on odd
+            # iterations and after it on even ones, so neither side always finds the prefix cache warm.
+            stream = type(trainer.stream)(trainer.prep.train_rows, recipe.train.prompts_per_step, seed=recipe.data.seed)
+            stream.load_state_dict(trainer.stream.state_dict())
+            prompts = [render_prompt(trainer.prep.tokenizer, row) for row in stream.next_batch()]
+            raw_call = trainer.rollouts[0].raw_generate.remote
+            if i % 2:
+                raw.append(_tps(ray.get(raw_call(prompts, **trainer._gen_kwargs(False)))))
+            loop.append(trainer.train_step()["throughput/rollout_tokens_per_s_wall"])
+            if not i % 2:
+                raw.append(_tps(ray.get(raw_call(prompts, **trainer._gen_kwargs(False)))))
         out["loop_tokens_per_s"] = statistics.median(loop)
         out["raw_tokens_per_s"] = statistics.median(raw)
         out["loop_over_raw"] = out["loop_tokens_per_s"] / out["raw_tokens_per_s"]
@@ -67,6 +69,11 @@ def bench_rollout(recipe_path: str | None = None, steps: int = 8, overrides: lis
     out["sync"] = bench_weight_sync(int(sync_gb * 1e9), backend="gloo")
     out["sync_seconds_total"] = time.time() - t0
     return out
+
+
+def _tps(tokens_seconds: tuple[int, float]) -> float:
+    tokens, seconds = tokens_seconds
+    return tokens / seconds
 
 
 def format_rollout(r: dict) -> str:

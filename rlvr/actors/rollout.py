@@ -47,7 +47,10 @@ class WeightReceiver:
     def init_weight_sync(self, host: str, port: int, rank: int, world_size: int, backend: str) -> None:
         from rlvr.cluster.weight_sync import WeightSyncGroup
 
-        self._rlvr_sync = WeightSyncGroup(host, port, rank, world_size, backend)
+        # `rank` is the engine's first; each tensor-parallel worker takes the next (self.rank: its
+        # rank in the engine), on its own GPU (self.device) for nccl and cuda_ipc.
+        self._rlvr_sync = WeightSyncGroup(host, port, rank + getattr(self, "rank", 0), world_size, backend,
+                                          device=getattr(self, "device", None))
 
     def receive_weights(self, specs: list, bucket_bytes: int) -> None:
         from rlvr.cluster.weight_sync import TensorSpec

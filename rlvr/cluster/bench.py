@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 import statistics
 import time
 
@@ -135,7 +136,14 @@ def bench_weight_sync(total_bytes: int = 1 << 30, bucket_mb: int = 256, backend:
     try:
         deadline = time.time() + timeout_s
         while len(results) < 2:
-            rank, seconds, exact, err = q.get(timeout=max(1.0, deadline - time.time()))
+            try:
+                rank, seconds, exact, err = q.get(timeout=1.0)
+            except queue.Empty:
+                dead = [r for r, p in enumerate(procs) if r not in results and p.exitcode not in (None, 0)]
+                if dead or time.time() > deadline:  # a crash before reporting (or a hang): do not wait it out
+                    raise RuntimeError(f"weight-sync bench: rank {dead[0]} exited with {procs[dead[0]].exitcode}"
+                                       if dead else f"weight-sync bench: no result within {timeout_s:g}s") from None
+                continue
             if err:
                 raise RuntimeError(f"weight-sync bench, rank {rank}: {err}")
             results[rank] = (seconds, exact)

@@ -26,7 +26,6 @@ from datetime import timedelta
 import torch
 
 DEFAULT_BUCKET_BYTES = 256 << 20
-GLOO_ALONE_BYTES = 1 << 20  # per-op cost ~0.05 ms vs ~0.3 ms to pack 1 MiB on one core
 BACKENDS = ("gloo", "nccl", "cuda_ipc")
 
 
@@ -56,30 +55,23 @@ def spec_of(name: str, t: torch.Tensor) -> TensorSpec:
     return TensorSpec(name, str(t.dtype).removeprefix("torch."), tuple(t.shape))
 
 
-def _split(items: Iterable, key, bucket_bytes: int, alone_bytes: int | None) -> Iterator[list]:
+def _split(items: Iterable, key, bucket_bytes: int) -> Iterator[list]:
     """The one bucketing rule, for specs (receiver) and live tensors (sender): key(item) = (dtype, nbytes)."""
-    pending, size, pending_alone = [], 0, False
+    pending, size = [], 0
     for item in items:
         dtype, nbytes = key(item)
-        alone = alone_bytes is not None and nbytes >= alone_bytes
-        if pending and (alone or pending_alone or key(pending[0])[0] != dtype or size + nbytes > bucket_bytes):
+        if pending and (key(pending[0])[0] != dtype or size + nbytes > bucket_bytes):
             yield pending
             pending, size = [], 0
         pending.append(item)
         size += nbytes
-        pending_alone = alone
     if pending:
         yield pending
 
 
-def plan_buckets(specs: list[TensorSpec], bucket_bytes: int = DEFAULT_BUCKET_BYTES,
-                 alone_bytes: int | None = None) -> list[list[TensorSpec]]:
-    """Split specs, in order, into same-dtype buckets of at most bucket_bytes (a larger tensor gets its own).
-
-    A tensor of at least ``alone_bytes`` also travels alone: sent from its own memory, it skips
-    the copy into a bucket (gloo, where that copy costs as much as the network).
-    """
-    return list(_split(specs, lambda s: (s.dtype, s.nbytes), bucket_bytes, alone_bytes))
+def plan_buckets(specs: list[TensorSpec], bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> list[list[TensorSpec]]:
+    """Split specs, in order, into same-dtype buckets of at most bucket_bytes (a larger tensor gets its own)."""
+    return list(_split(specs, lambda s: (s.dtype, s.nbytes), bucket_bytes))
 
 
 def free_port() -> int:
@@ -160,8 +152,6 @@ class WeightSyncGroup:
                 timeout=timedelta(seconds=timeout_s))
         self.pg = pg
         self._pool = _HostBuffers() if self.device.type == "cpu" else None  # GPU: torch's caching allocator
-        # On a GPU packing is nearly free and fewer, larger messages win (NCCL launches, IPC opens).
-        self._alone_bytes = GLOO_ALONE_BYTES if backend == "gloo" else None
 
     # ------------------------------------------------------------------ collectives
 
@@ -190,8 +180,7 @@ class WeightSyncGroup:
         assert self.rank == 0, "only the learner (rank 0) sends"
         sent, in_flight = 0, deque()
         tensors_in_order = (t.detach() for _, t in named)
-        for tensors in _split(tensors_in_order, lambda t: (t.dtype, t.numel() * t.element_size()),
-                              bucket_bytes, self._alone_bytes):
+        for tensors in _split(tensors_in_order, lambda t: (t.dtype, t.numel() * t.element_size()), bucket_bytes):
             flat = self._flat(tensors)
             sent += flat.numel() * flat.element_size()
             if self.backend == "cuda_ipc":
@@ -239,7 +228,7 @@ class WeightSyncGroup:
 
         The tensors are views into the bucket; vLLM may hold them until a layer is complete.
         """
-        buckets = plan_buckets(specs, bucket_bytes, self._alone_bytes)
+        buckets = plan_buckets(specs, bucket_bytes)
         nxt = self._post_receive(buckets[0]) if buckets and self.backend != "cuda_ipc" else None
         for i, bucket in enumerate(buckets):
             if self.backend == "cuda_ipc":

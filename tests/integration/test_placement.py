@@ -86,9 +86,9 @@ def gpu_slots(placed: list) -> list:
 def test_pack_keeps_each_pool_on_one_node(node_names):
     learners, engines = place(recipe(**{"learner.ranks": 2, "learner.num_gpus": 1, "rollout.engines": 2,
                                         "rollout.num_gpus": 1}), node_names)
-    assert len({node for node, _ in learners}) == 1 and len({node for node, _ in engines}) == 1
+    assert len({node for node, _ in learners}) == 1 and len({node for node, _ in engines}) == 1, (learners, engines)
     slots = gpu_slots(learners + engines)
-    assert len(slots) == 4 and len(set(slots)) == 4  # one GPU each, none given twice
+    assert len(slots) == 4 and len(set(slots)) == 4, (learners, engines)  # one GPU each, none given twice
 
 
 def test_spread_puts_every_rank_and_engine_on_its_own_node(node_names):

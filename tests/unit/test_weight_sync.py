@@ -6,6 +6,7 @@ import multiprocessing as mp
 import pytest
 import torch
 
+from rlvr.cluster.bench import bench_weight_sync, qwen2_like_specs
 from rlvr.cluster.weight_sync import TensorSpec, WeightSyncGroup, _HostBuffers, free_port, plan_buckets, spec_of
 
 
@@ -14,12 +15,6 @@ def test_buckets_split_by_size_and_dtype():
              TensorSpec("d", "bfloat16", (2,)), TensorSpec("e", "float32", (100,))]
     plan = plan_buckets(specs, bucket_bytes=32)
     assert [[s.name for s in b] for b in plan] == [["a", "b"], ["c"], ["d"], ["e"]]  # e alone: larger than a bucket
-
-
-def test_large_tensors_travel_alone_when_asked():
-    specs = [TensorSpec(n, "float32", (k,)) for n, k in (("s1", 2), ("big", 16), ("s2", 2), ("s3", 2))]
-    assert [[s.name for s in b] for b in plan_buckets(specs, 1024)] == [["s1", "big", "s2", "s3"]]
-    assert [[s.name for s in b] for b in plan_buckets(specs, 1024, alone_bytes=64)] == [["s1"], ["big"], ["s2", "s3"]]
 
 
 def test_host_buffers_are_reused_only_when_nothing_holds_them():
@@ -54,13 +49,13 @@ def _receiver(port, specs, bucket_sizes, q):
 
 def test_gloo_broadcast_delivers_every_tensor_exactly():
     torch.manual_seed(0)
-    tensors = {"w1": torch.randn(3, 5), "w2": torch.randn(7), "big": torch.randn(600, 500),  # 1.2 MB: sent alone
+    tensors = {"w1": torch.randn(3, 5), "w2": torch.randn(7), "big": torch.randn(600, 500),  # 1.2 MB: sent from its own memory
                "w3": torch.randn(2, 2, 2), "h": torch.randn(4).to(torch.bfloat16), "w4": torch.randn(5)}
     specs = [spec_of(n, t) for n, t in tensors.items()]
     port = free_port()
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    bucket_sizes = [64, 8 << 20, 64]  # one tensor per bucket; all small ones in one
+    bucket_sizes = [64, 8 << 20, 64]  # one tensor per bucket; all in one
     p = ctx.Process(target=_receiver, args=(port, specs, bucket_sizes, q))
     p.start()
     sender = WeightSyncGroup("127.0.0.1", port, 0, 2, "gloo", timeout_s=60)
@@ -75,3 +70,18 @@ def test_gloo_broadcast_delivers_every_tensor_exactly():
         assert set(sync) == set(tensors)
         for name, t in tensors.items():
             assert sync[name].dtype == t.dtype and torch.equal(sync[name], t + i), (i, name)
+
+
+def test_bench_shapes_add_up_like_qwen2():
+    specs = qwen2_like_specs(1 << 30)
+    total = sum(s.nbytes for s in specs)
+    assert 0.9 * (1 << 30) < total <= 1 << 30
+    assert specs[0].name == "model.embed_tokens.weight" and specs[0].shape[1] == 896
+    assert {s.shape for s in specs if s.name.endswith("mlp.down_proj.weight")} == {(896, 4864)}
+    small = qwen2_like_specs(4 << 20, "float32")  # narrower layers, still at least two of them
+    assert sum(s.nbytes for s in small) <= 4 << 20 and any(s.name.startswith("model.layers.1.") for s in small)
+
+
+def test_bench_measures_a_bit_exact_transfer():
+    r = bench_weight_sync(4 << 20, bucket_mb=1, repeats=1, verify=True, torch_only=True, timeout_s=120)
+    assert r["exact"] is True and r["gbps"] > 0 and r["bytes"] == sum(s.nbytes for s in qwen2_like_specs(4 << 20))
