@@ -34,12 +34,15 @@ def prepare(recipe: Recipe) -> Prepared:
     """Load and check everything the run needs; raises RecipeError with one line."""
     from transformers import AutoTokenizer
 
+    from rlvr.cluster.placement import PreflightError, check_layout
+
     try:
         load_plugins(recipe.verifiers.plugins)
         train_rows = load_sources(recipe.data.train, seed=recipe.data.seed, strict=recipe.data.strict)
         eval_rows = load_eval(recipe.data) if recipe.data.eval else []
         check_verifier_names([r["verifier"] for r in train_rows] + [r["verifier"] for r in eval_rows])
-    except (DataError, PluginError) as e:
+        check_layout(recipe)  # colocation and transport rules no cluster could satisfy
+    except (DataError, PluginError, PreflightError) as e:
         raise RecipeError(str(e)) from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(recipe.model.path)
@@ -221,10 +224,15 @@ class Trainer:
         from rlvr.cluster.weight_sync import free_port
 
         r = self.recipe
+        tp = r.rollout.tensor_parallel_size
+        if r.cluster.weight_sync_backend == "cuda_ipc":  # an engine maps only its own GPU: one group per colocated pair
+            addrs = ray.get([l.address.remote() for l in self.learners])
+            ray.get([a.init_weight_sync.remote(h, p, 1, 1 + tp, "cuda_ipc") for a, (h, p) in zip(self.rollouts, addrs)] +
+                    [l.init_weight_sync.remote(h, p, 1 + tp, "cuda_ipc") for l, (h, p) in zip(self.learners, addrs)])
+            return
         host, port = ray.get(self.learners[0].address.remote())
         if host == "127.0.0.1":
             port = free_port()
-        tp = r.rollout.tensor_parallel_size
         world = 1 + r.rollout.engines * tp
         handles = [a.init_weight_sync.remote(host, port, 1 + i * tp, world, r.cluster.weight_sync_backend)
                    for i, a in enumerate(self.rollouts)]
