@@ -38,10 +38,13 @@ def start_ray(recipe: Recipe) -> None:
         return
     env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
                         "PYTHONWARNINGS": "ignore"}}
-    if recipe.cluster.address:
-        ray.init(address=recipe.cluster.address, runtime_env=env, log_to_driver=False)
+    # Inside a Ray job RAY_ADDRESS names the job's cluster; otherwise "local" always starts an embedded
+    # cluster rather than joining whatever `ray start` left running on this machine.
+    address = recipe.cluster.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env=env, log_to_driver=False)
     else:
-        ray.init(num_cpus=recipe.cluster.num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=False)
+        ray.init(address="local", num_cpus=recipe.cluster.num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=False)
 
 
 @dataclass(frozen=True)

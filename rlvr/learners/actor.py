@@ -307,7 +307,8 @@ class LearnerActor:
         return specs
 
     def init_weight_sync(self, host: str, port: int, world_size: int, backend: str = "gloo") -> None:
-        if self.rank == 0:
+        """Rank 0 roots the broadcast to every engine; under cuda_ipc every rank feeds its colocated engine."""
+        if self.rank == 0 or backend == "cuda_ipc":
             from rlvr.cluster.weight_sync import WeightSyncGroup
 
             self.sync = WeightSyncGroup(host, port, 0, world_size, backend, device=self.device)
@@ -322,7 +323,7 @@ class LearnerActor:
         t0 = time.perf_counter()
         sent = 0
         stream = self._full_params(bucket_bytes)
-        if self.rank == 0:
+        if self.sync is not None:
             sent = self.sync.send(stream, bucket_bytes)
         else:
             for _ in stream:  # take part in the ZeRO-3 gathers
