@@ -56,6 +56,20 @@ def prepare(recipe: Recipe) -> Prepared:
     return Prepared(recipe, tokenizer, list(train_rows), list(eval_rows), report)
 
 
+def split_weighted(n: int, weights: list[float]) -> list[slice]:
+    """Contiguous slices of range(n) sized in proportion to `weights` (largest remainders get the leftovers)."""
+    total = sum(weights)
+    exact = [n * w / total for w in weights]
+    sizes = [int(x) for x in exact]
+    for i in sorted(range(len(weights)), key=lambda i: exact[i] - sizes[i], reverse=True)[:n - sum(sizes)]:
+        sizes[i] += 1
+    out, start = [], 0
+    for size in sizes:
+        out.append(slice(start, start + size))
+        start += size
+    return out
+
+
 def _mean(xs) -> float:
     xs = list(xs)
     return sum(xs) / len(xs) if xs else float("nan")
@@ -122,6 +136,7 @@ class Trainer:
         ray.get([l.setup.remote(host, port) for l in self.learners] + [a.ready.remote() for a in self.rollouts])
         self.init_weight_sync()
         self.specs = ray.get(self.learners[0].weight_specs.remote())
+        self.engine_speed = [1.0] * len(self.rollouts)
         self.timings["startup"] = time.time() - t0
         self.progress.print(f"cluster up in {self.timings['startup']:.0f}s: {r.rollout.engines} vLLM engine(s), "
                             f"{r.learner.ranks} learner rank(s) (ZeRO-{r.learner.zero_stage}); run dir {self.run_dir}")
@@ -143,14 +158,13 @@ class Trainer:
 
     def submit(self, prompts: list[str], *, greedy: bool = False) -> "Pending":
         """Start generating `prompts`, spread over the engines in contiguous slices; returns at once."""
-        from rlvr.learners.actor import split_even
-
         self.gen_calls += 1
         # Sampling is reseeded per call (seed, call number, engine): a resumed or restarted run
         # draws the same samples as an uninterrupted one.
         seed = (self.recipe.seed * 1_000_003 + self.gen_calls * 101) % (2**31)
         kwargs = {**self._gen_kwargs(greedy), "seed": seed}
-        parts = split_even(len(prompts), len(self.rollouts))
+        # Load balancing: each engine gets a share proportional to its measured speed (equal at first).
+        parts = split_weighted(len(prompts), self.engine_speed)
         futures = [a.generate.remote(prompts[s], engine_seed_offset=i, **kwargs)
                    for i, (a, s) in enumerate(zip(self.rollouts, parts))]
         return Pending(prompts, parts, futures, kwargs, time.time())
@@ -174,6 +188,9 @@ class Trainer:
                         raise RuntimeError(f"vLLM engine {i} died three times in a row: {e}") from None
                     self.recover_engine(i, e)
                     fut = self.rollouts[i].generate.remote(p.prompts[s], engine_seed_offset=i, **p.kwargs)
+        for i, (res, s) in enumerate(zip(results, p.parts)):
+            if res.seconds > 0 and s.stop > s.start:  # prompts per second, smoothed
+                self.engine_speed[i] = 0.5 * self.engine_speed[i] + 0.5 * (s.stop - s.start) / res.seconds
         comps = []
         for res, s in zip(results, p.parts):
             for c in res.completions:

@@ -119,6 +119,8 @@ class RolloutActor:
         """n completions per prompt; with `seed`, the samples depend only on it, the prompts and the weights."""
         from vllm import SamplingParams
 
+        if not prompts:  # load balancing can leave a slow engine without work
+            return RolloutResult([], [], 0.0, self.policy_version, 0)
         if seed is not None:
             self.llm.collective_rpc("reseed", args=(seed + 7919 * engine_seed_offset,))
 

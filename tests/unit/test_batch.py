@@ -38,3 +38,13 @@ def test_pick_groups_prefers_fresh_informative_then_tops_up_never_stale():
     # Short of informative groups: uninformative fresh ones fill up, in order; stale never.
     assert pick_groups(informative, stale, 5) == [0, 1, 3, 4, 5]
     assert pick_groups(informative, stale, 9) == [0, 1, 3, 4, 5]
+
+
+def test_split_weighted_balances_engines_by_speed():
+    from rlvr.controller import split_weighted
+
+    assert split_weighted(10, [1.0, 1.0]) == [slice(0, 5), slice(5, 10)]
+    assert split_weighted(12, [3.0, 1.0]) == [slice(0, 9), slice(9, 12)]  # a 3x faster engine takes 3x the prompts
+    parts = split_weighted(7, [1.0, 1.0, 1.0])
+    assert [s.stop - s.start for s in parts] == [3, 2, 2] and parts[-1].stop == 7
+    assert split_weighted(1, [1.0, 5.0]) == [slice(0, 0), slice(0, 1)]
