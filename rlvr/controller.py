@@ -316,6 +316,9 @@ class Trainer:
         """One RL step: take the oldest batch in flight (async) or generate one, score, pick groups, learn, sync."""
         import ray
 
+        import torch
+
+        from rlvr.learners.advantages import dynamic_sampling_filter, overlong_filter
         from rlvr.learners.batch import build_batch, pick_groups, shard_by_groups
 
         r, a = self.recipe, self.recipe.algorithm
@@ -331,24 +334,27 @@ class Trainer:
         target = r.train.prompts_per_step
         extra_rounds = 0
 
-        def informative(g):
-            return not a.dynamic_sampling or len(set(self._rewards(g))) > 1
-
-        def stale(g):
-            return self.version - g.version > r.train.async_steps
+        def flags(gs):
+            """(informative, stale) per group: informative unless dynamic sampling finds its rewards all equal."""
+            stale = [self.version - g.version > r.train.async_steps for g in gs]
+            if not a.dynamic_sampling:
+                return [True] * len(gs), stale
+            kept = set(dynamic_sampling_filter(torch.tensor([self._rewards(g) for g in gs]), r.rollout.n).tolist())
+            return [i in kept for i in range(len(gs))], stale
 
         # DAPO dynamic sampling (and stale drops): refill from the stream, a bounded number of rounds.
-        while (sum(informative(g) and not stale(g) for g in groups) < target
-               and extra_rounds < (a.dynamic_sampling_max_retries if a.dynamic_sampling else 1)
-               and (a.dynamic_sampling or any(stale(g) for g in groups))):
+        informative, stale_flags = flags(groups)
+        usable = sum(inf and not old for inf, old in zip(informative, stale_flags))
+        while (usable < target and extra_rounds < (a.dynamic_sampling_max_retries if a.dynamic_sampling else 1)
+               and (a.dynamic_sampling or any(stale_flags))):
             extra_rounds += 1
-            need = target - sum(informative(g) and not stale(g) for g in groups)
-            more_rows = self.stream.take(min(target, 2 * need))
+            more_rows = self.stream.take(min(target, 2 * (target - usable)))
             more, tg, tv = self._fresh_groups(more_rows, self.submit([render_prompt(self.prep.tokenizer, x) for x in more_rows]))
             groups += more
             t_gen, t_ver = t_gen + tg, t_ver + tv
-        stale_flags = [stale(g) for g in groups]
-        chosen = [groups[i] for i in pick_groups([informative(g) for g in groups], stale_flags, target)]
+            informative, stale_flags = flags(groups)
+            usable = sum(inf and not old for inf, old in zip(informative, stale_flags))
+        chosen = [groups[i] for i in pick_groups(informative, stale_flags, target)]
         if not chosen:
             raise RuntimeError(f"no fresh samples to train on at step {self.step + 1} (all older than train.async_steps)")
         rewards = [x for g in chosen for x in self._rewards(g)]
@@ -357,10 +363,6 @@ class Trainer:
                             [c.logprobs for c in comps], rewards, group_size=r.rollout.n,
                             pad_id=self.prep.tokenizer.pad_token_id or 0, temperature=r.rollout.temperature)
         if a.overlong_filter:
-            import torch
-
-            from rlvr.learners.advantages import overlong_filter
-
             batch["response_mask"] = overlong_filter(batch["response_mask"], torch.tensor([c.finish_reason == "length" for c in comps]))
             batch["total_tokens"] = float(batch["response_mask"].sum())
         t0 = time.time()
@@ -390,7 +392,7 @@ class Trainer:
         # The data order at a glance: resumed and uninterrupted runs must agree step by step.
         m["data/prompts_crc32"] = zlib.crc32("\n".join(g.prompt for g in chosen).encode())
         m["dynamic_sampling/extra_rounds"] = extra_rounds
-        m["dynamic_sampling/informative_fraction"] = _mean(len(set(self._rewards(g))) > 1 for g in chosen)
+        m["dynamic_sampling/informative_fraction"] = _mean(len(set(self._rewards(g))) > 1 for g in chosen)  # whether or not filtering is on
         m["dynamic_sampling/groups_dropped"] = len(groups) - len(chosen)
         tokens = sum(len(c.token_ids) for c in comps)
         m["response_length/mean"] = tokens / max(1, len(comps))
