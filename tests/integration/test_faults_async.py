@@ -1,5 +1,6 @@
 """Faults and the async pipeline on the real stack (Ray + vLLM + DeepSpeed).
 
+- Two engines split a batch and both receive every weight broadcast.
 - A vLLM engine killed while it generates is restarted by Ray, re-synced to the current weights,
   and its prompts are generated again; the step completes and the event is in the metrics.
 - With `train.async_steps: 1`, generation runs one policy version ahead: samples carry the version
@@ -80,3 +81,21 @@ def test_async_pipeline_with_dynamic_sampling_and_overlong_penalty(toy_dir, tmp_
     assert all(m["dynamic_sampling/informative_fraction"] == 1.0 for m in ms), [m["dynamic_sampling/extra_rounds"] for m in ms]
     # The soft overlong penalty (answers past max_tokens - 4 tokens) lowers the reward below the verifier's score.
     assert all(m["reward/mean"] < m["reward/verifier_mean"] for m in ms)
+
+
+def test_two_engines_share_the_batch_and_both_receive_every_update(toy_dir, tmp_path):
+    trainer = _trainer(toy_dir, tmp_path, "two-engines", "train.steps=2", "rollout.engines=2", "rollout.num_cpus=0.5",
+                       "learner.lr=5e-3")
+    try:
+        trainer.start()
+        before = ray.get([a.weights_fingerprint.remote() for a in trainer.rollouts])
+        pending = trainer.submit(["<|user|>What is 1 + 2?<|assistant|>"] * 6)
+        assert [s.stop - s.start for s in pending.parts] == [3, 3]  # equal shares before any speed is measured
+        trainer.collect(pending)
+        m = trainer.train_step()
+        after = ray.get([a.weights_fingerprint.remote() for a in trainer.rollouts])
+    finally:
+        trainer.shutdown()
+    assert before[0] == before[1] and after[0] == after[1]  # one broadcast reached both engines
+    assert after[0] != before[0] and m["policy_version"] == 1
+    assert all(sp > 1.0 for sp in trainer.engine_speed)  # both engines' speeds were measured for the next split
