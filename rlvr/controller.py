@@ -11,7 +11,7 @@ import math
 import time
 import zlib
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -296,6 +296,8 @@ class Trainer:
         n = len(comps) // max(1, len(rows))
         groups = [Group(rows[k], pending.prompts[k], prompt_ids[k], comps[k * n:(k + 1) * n], scores[k * n:(k + 1) * n])
                   for k in range(len(rows))]
+        for g in groups:
+            g.rewards = self._rewards(g)
         return groups, t_engine, t_ver
 
     def _rewards(self, g: "Group") -> list[float]:
@@ -339,7 +341,7 @@ class Trainer:
             stale = [self.version - g.version > r.train.async_steps for g in gs]
             if not a.dynamic_sampling:
                 return [True] * len(gs), stale
-            kept = set(dynamic_sampling_filter(torch.tensor([self._rewards(g) for g in gs]), r.rollout.n).tolist())
+            kept = set(dynamic_sampling_filter(torch.tensor([g.rewards for g in gs]), r.rollout.n).tolist())
             return [i in kept for i in range(len(gs))], stale
 
         # DAPO dynamic sampling (and stale drops): refill from the stream, a bounded number of rounds.
@@ -357,7 +359,7 @@ class Trainer:
         chosen = [groups[i] for i in pick_groups(informative, stale_flags, target)]
         if not chosen:
             raise RuntimeError(f"no fresh samples to train on at step {self.step + 1} (all older than train.async_steps)")
-        rewards = [x for g in chosen for x in self._rewards(g)]
+        rewards = [x for g in chosen for x in g.rewards]
         comps = [c for g in chosen for c in g.comps]
         batch = build_batch([g.prompt_ids for g in chosen for _ in g.comps], [c.token_ids for c in comps],
                             [c.logprobs for c in comps], rewards, group_size=r.rollout.n,
@@ -392,7 +394,7 @@ class Trainer:
         # The data order at a glance: resumed and uninterrupted runs must agree step by step.
         m["data/prompts_crc32"] = zlib.crc32("\n".join(g.prompt for g in chosen).encode())
         m["dynamic_sampling/extra_rounds"] = extra_rounds
-        m["dynamic_sampling/informative_fraction"] = _mean(len(set(self._rewards(g))) > 1 for g in chosen)  # whether or not filtering is on
+        m["dynamic_sampling/informative_fraction"] = _mean(len(set(g.rewards)) > 1 for g in chosen)  # whether or not filtering is on
         m["dynamic_sampling/groups_dropped"] = len(groups) - len(chosen)
         tokens = sum(len(c.token_ids) for c in comps)
         m["response_length/mean"] = tokens / max(1, len(comps))
@@ -529,6 +531,7 @@ class Group:
     prompt_ids: list[int]
     comps: list
     scores: list
+    rewards: list[float] = field(default_factory=list)  # scores plus the overlong penalty, set once scored
 
     @property
     def version(self) -> int:
@@ -545,14 +548,11 @@ def resume_point(recipe: Recipe) -> tuple[Path, dict] | None:
     return latest(recipe.run_dir / "checkpoints")
 
 
-def train(recipe: Recipe, *, progress=None, resume: bool = False) -> dict:
-    """Run a recipe; with `resume`, continue its run directory from the newest checkpoint."""
-    point = resume_point(recipe) if resume else None
-    if resume and point is None:
-        return json.loads((recipe.run_dir / "summary.json").read_text())
+def train(recipe: Recipe, *, progress=None) -> dict:
+    """Run a recipe from its first step (`rlvr train --resume` continues one: see cli.cmd_train)."""
     prep = prepare(recipe)
-    trainer = Trainer(prep, progress=progress, resume=point)
+    trainer = Trainer(prep, progress=progress)
     try:
-        return trainer.run(point)
+        return trainer.run()
     finally:
         trainer.shutdown()

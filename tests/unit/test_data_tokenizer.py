@@ -1,5 +1,4 @@
 """render_prompt, length filtering and the tokenised-prompt cache, with a tiny char-level tokenizer."""
-import pytest
 
 from rlvr.data import encode_prompts, filter_by_length, render_prompt
 

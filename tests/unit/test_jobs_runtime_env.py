@@ -1,7 +1,6 @@
 """`rlvr submit` up to the runtime environment: what travels with a job, with no cluster involved."""
 
 import shlex
-from pathlib import Path
 
 import pytest
 import yaml
