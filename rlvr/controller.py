@@ -231,8 +231,7 @@ class Trainer:
         return comps, prompt_ids, scores, t_gen, time.time() - t0
 
     def score(self, rows: list[dict], prompts: list[str], comps: list) -> list:
-        return self.pool.score([VerifyRequest(c.text, rows[c.prompt_index]["ground_truth"], rows[c.prompt_index]["verifier"],
-                                              prompts[c.prompt_index]) for c in comps])
+        return self.pool.score(VerifyRequest.for_completions(rows, prompts, comps))
 
     def init_weight_sync(self) -> None:
         """Form the broadcast group: learner rank 0 + one rank per engine worker (tensor-parallel workers each join)."""

@@ -155,8 +155,7 @@ def cmd_eval(args) -> int:
     comps = result.completions
     t0 = time.time()
     with VerifierPool(VerifierConfig(plugins=args.plugin or [])) as pool:
-        scores = pool.score([VerifyRequest(c.text, rows[c.prompt_index]["ground_truth"], rows[c.prompt_index]["verifier"],
-                                           prompts[c.prompt_index]) for c in comps])
+        scores = pool.score(VerifyRequest.for_completions(rows, prompts, comps))
     t_verify = time.time() - t0
 
     records = sample_records(rows, comps, scores, prompts)

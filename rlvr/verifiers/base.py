@@ -36,6 +36,12 @@ class VerifyRequest:
     def names(self) -> list[str]:
         return [self.verifier] if isinstance(self.verifier, str) else list(self.verifier)
 
+    @classmethod
+    def for_completions(cls, rows: list[dict], prompts: list[str], completions: list) -> list["VerifyRequest"]:
+        """One request per completion (anything with .text and .prompt_index), from its prompt's row."""
+        return [cls(c.text, rows[c.prompt_index]["ground_truth"], rows[c.prompt_index]["verifier"], prompts[c.prompt_index])
+                for c in completions]
+
 
 def to_result(value: Any) -> VerifyResult:
     """Normalise what a verifier returned (float, bool, (float, dict) or VerifyResult).
