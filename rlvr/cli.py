@@ -204,9 +204,10 @@ def cmd_data(args) -> int:
 
 def cmd_bench(args) -> int:
     if args.what == "verifiers":
+        from rlvr.verifiers import VerifierConfig
         from rlvr.verifiers.commands import bench_verifiers
 
-        return bench_verifiers()
+        return bench_verifiers(VerifierConfig(workers=args.workers), quick=args.quick)
     if args.what == "learner":
         from rlvr.learners.bench import main as bench_learner
 
@@ -214,7 +215,7 @@ def cmd_bench(args) -> int:
     if args.what == "sync":
         from rlvr.cluster.bench import bench_weight_sync, format_result
 
-        print(format_result(bench_weight_sync(int(args.gb * 1e9), args.bucket_mb, args.backend, dtype=args.dtype or "bfloat16")))
+        print(format_result(bench_weight_sync(int(args.gb * 1e9), args.bucket_mb, args.backend, dtype=args.dtype)))
         return 0
     if args.what == "rollout":
         from rlvr.actors.bench import bench_rollout, format_rollout
@@ -225,7 +226,7 @@ def cmd_bench(args) -> int:
         except RecipeError as e:
             return _fail(str(e))
         return 0
-    return _fail(f"unknown benchmark {args.what!r}")
+    raise AssertionError(args.what)  # argparse admits only the four above
 
 
 # ---- Ray job submission (rlvr/cluster/jobs.py); every error is one line and exit code 2.
@@ -389,17 +390,23 @@ def build_parser() -> argparse.ArgumentParser:
     dc.set_defaults(fn=cmd_data)
 
     b = sub.add_parser("bench", help="benchmarks that print measured ratios")
-    b.add_argument("what", choices=["verifiers", "learner", "sync", "rollout"])
-    br = b.add_argument_group("bench rollout (in-loop vs raw vLLM, async step ratio, weight-sync GB/s; uses --steps)")
+    bsub = b.add_subparsers(dest="what", required=True, metavar="{rollout,learner,sync,verifiers}")
+    bv = bsub.add_parser("verifiers", help="checks per second of each built-in verifier, through the worker pool")
+    bv.add_argument("--quick", action="store_true", help="a quarter of the work")
+    bv.add_argument("--workers", type=int, default=2, help="verifier worker processes (default 2)")
+    br = bsub.add_parser("rollout", help="in-loop vs raw vLLM tokens/s, async step ratio, weight-sync GB/s")
     br.add_argument("--recipe", help="recipe to measure (default: recipes/toy_addition_cpu.yaml)")
     br.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)")
-    bs = b.add_argument_group("bench sync (learner -> rollout weight transfer, two local processes)")
+    br.add_argument("--steps", type=int, default=8, help="RL steps per measurement (default 8)")
+    br.add_argument("--gb", type=float, default=1.0, help="weight-sync tensors adding up to this many GB (default 1)")
+    bs = bsub.add_parser("sync", help="learner -> rollout weight transfer GB/s between two local processes")
     bs.add_argument("--gb", type=float, default=1.0, help="model-shaped tensors adding up to this many GB (default 1)")
     bs.add_argument("--bucket-mb", type=int, default=256, help="weight-sync bucket size in MiB (default 256)")
     bs.add_argument("--backend", choices=["gloo", "nccl", "cuda_ipc"], default="gloo", help="transport (default gloo)")
+    bs.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="tensor dtype (default bfloat16)")
     from rlvr.learners.bench import add_arguments as bench_learner_arguments
 
-    bench_learner_arguments(b)
+    bench_learner_arguments(bsub.add_parser("learner", help="learner tokens/s and, on a GPU, MFU (no Ray, no vLLM)"))
     b.set_defaults(fn=cmd_bench)
 
     addr = dict(metavar="URL", help="Ray dashboard URL of the cluster (default: $RAY_ADDRESS, else http://127.0.0.1:8265)")

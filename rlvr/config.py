@@ -59,9 +59,17 @@ class LearnerConfig(_Section):
     micro_batch_size: int = Field(64, ge=1, description="sequences per forward/backward on one rank")
     grad_clip: float = Field(1.0, ge=0, description="gradient-norm clipping (0 = off); guards against collapse")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
+    logits_chunk_size: int = Field(2048, ge=1, description="response tokens per LM-head chunk: bounds the [tokens, vocab] float32 logits held at once")
+    compile: bool = Field(False, description="torch.compile the decoder layers and the log-prob kernel (GPU speed-up; the first steps compile; ZeRO 0-2)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per rank (default: its reserved CPUs)")
     critic_lr: float | None = Field(None, gt=0, description="peak learning rate of the critic (advantage gae only; default: learner.lr)")
     critic_warmup_steps: int | None = Field(None, ge=0, description="linear LR warm-up of the critic, in optimizer steps (default: learner.warmup_steps)")
+
+    @model_validator(mode="after")
+    def _compile_without_zero3(self) -> "LearnerConfig":
+        if self.compile and self.zero_stage == 3:
+            raise ValueError("compile needs zero_stage 0-2: ZeRO-3's per-layer parameter gathers break the compiled graphs")
+        return self
 
 
 class TrainConfig(_Section):

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from rlvr.learners.advantages import compute_advantages
-from rlvr.learners.losses import (entropy_from_logits, explained_variance, kl_penalty, logprobs_from_logits,
-                                  policy_loss, value_loss)
+from rlvr.learners.logprobs import ResponseLogprobs
+from rlvr.learners.losses import explained_variance, kl_penalty, policy_loss, value_loss
 
 
 def lr_lambda(warmup: int, schedule: str, total: int):
@@ -120,6 +120,7 @@ class LearnerActor:
             self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype).to(self.device).eval()
             self.ref.requires_grad_(False)
         self.kl_coef = self.algo.kl_coef
+        self.logprobs = ResponseLogprobs(cfg.logits_chunk_size, compile=cfg.compile)
         self.sync = None
         self.steps_done = 0
 
@@ -134,6 +135,9 @@ class LearnerActor:
                 m.p = 0.0
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        if cfg.compile:  # layer by layer: the LM head and the loss stay outside (ResponseLogprobs compiles its own kernel)
+            for layer in model.get_decoder().layers:
+                layer.compile()
         opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         optimizer_steps = self.total_steps * self.algo.ppo_epochs * self.algo.num_minibatches
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup_steps, cfg.lr_schedule, optimizer_steps))
@@ -154,22 +158,29 @@ class LearnerActor:
 
     # ------------------------------------------------------------------ training
 
-    def _forward(self, model, ids, attn, temperature: float, with_entropy: bool):
-        logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1].float()
-        if temperature not in (0.0, 1.0):
-            logits = logits / temperature  # the distribution vLLM sampled from
-        lp = logprobs_from_logits(logits, ids[:, 1:])
-        ent = entropy_from_logits(logits) if with_entropy else None
-        return lp, ent
+    def _micro_batch(self, batch: dict, s: slice, **per_position) -> dict:
+        """Rows `s` on the device, cut after their longest sequence (right padding is wasted FLOPs):
+        ids/attn [b, n] and each [B, L-1] tensor of `per_position` (None stays None) as [b, n-1]."""
+        attn = batch["attention_mask"][s]
+        n = max(int(attn.sum(-1).max()), 2)
+        mb = {"ids": batch["input_ids"][s, :n].to(self.device), "attn": attn[:, :n].to(self.device)}
+        mb.update({k: None if t is None else t[s, :n - 1].to(self.device) for k, t in per_position.items()})
+        return mb
 
     @torch.no_grad()
     def _no_grad_pass(self, fn, batch, slices) -> torch.Tensor:
-        """fn(ids, attn) -> [b, L-1] over the batch, micro-batch by micro-batch, gathered on the CPU."""
-        return torch.cat([fn(batch["input_ids"][s].to(self.device), batch["attention_mask"][s].to(self.device)).cpu()
-                          for s in slices])
+        """fn(ids, attn, mask) -> [b, n-1] per micro-batch, padded back to [b, L-1] and gathered on the CPU."""
+        width = batch["response_mask"].shape[1]
+        out = []
+        for s in slices:
+            mb = self._micro_batch(batch, s, mask=batch["response_mask"])
+            part = fn(mb["ids"], mb["attn"], mb["mask"]).cpu()
+            out.append(torch.nn.functional.pad(part, (0, width - part.shape[1])))
+        return torch.cat(out)
 
     def _logprobs(self, model, batch, slices) -> torch.Tensor:
-        return self._no_grad_pass(lambda ids, attn: self._forward(model, ids, attn, batch["temperature"], False)[0], batch, slices)
+        return self._no_grad_pass(lambda ids, attn, mask: self.logprobs(model, ids, attn, mask, batch["temperature"])[0],
+                                  batch, slices)
 
     def _sum_over_ranks(self, t: torch.Tensor) -> torch.Tensor:
         """t summed over the data-parallel ranks (batch-wide advantage whitening)."""
@@ -199,7 +210,8 @@ class LearnerActor:
         old_lp = self._logprobs(self.engine.module, batch, mbs) if need_old else None
         ref_lp = self._logprobs(self.ref, batch, mbs) if self.ref is not None else None
         # The critic's values before this step's updates: GAE's baseline and the value clip's centre.
-        old_values = self._no_grad_pass(self.critic.module, batch, mbs) if self.critic is not None else None
+        old_values = (self._no_grad_pass(lambda ids, attn, _: self.critic.module(ids, attn), batch, mbs)
+                      if self.critic is not None else None)
         token_rewards = None
         if ref_lp is not None and algo.kl_in_reward:
             token_rewards = -self.kl_coef * kl_penalty(batch["rollout_logprobs"], ref_lp, algo.kl_estimator) * mask
@@ -207,16 +219,19 @@ class LearnerActor:
                                           values=old_values, token_rewards=token_rewards, gamma=algo.gamma, lam=algo.lam,
                                           all_reduce=self._sum_over_ranks if self.world_size > 1 else None)
         units_total = batch["total_tokens"] if algo.loss_agg == "token-mean" else batch["total_sequences"]
+        # Dr. GRPO's default denominator is the padded length: the batch's, not each trimmed micro-batch's.
+        agg_constant = algo.loss_agg_constant or float(mask.shape[1])
         sums: dict[str, float] = {}
         n_metric = 0
         for _ in range(algo.ppo_epochs):
             for m in range(algo.num_minibatches):
                 group = mbs[m * self.micro_batches:(m + 1) * self.micro_batches]
                 for s in group:
-                    metrics = self._micro_step(batch, s, mask[s], adv[s], old_lp, ref_lp, units_total / algo.num_minibatches)
+                    mb = self._micro_batch(batch, s, mask=mask, adv=adv, old_lp=old_lp, ref_lp=ref_lp,
+                                           rollout=batch["rollout_logprobs"], old_values=old_values, returns=returns)
+                    metrics = self._micro_step(mb, batch["temperature"], units_total / algo.num_minibatches, agg_constant)
                     if self.critic is not None:
-                        metrics.update(self._critic_micro_step(batch, s, mask[s], old_values[s], returns[s],
-                                                               batch["total_tokens"] / algo.num_minibatches))
+                        metrics.update(self._critic_micro_step(mb, batch["total_tokens"] / algo.num_minibatches))
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0.0) + v
                     n_metric += 1
@@ -234,27 +249,25 @@ class LearnerActor:
         self.steps_done += 1
         return out
 
-    def _micro_step(self, batch, s: slice, mask, adv, old_lp, ref_lp, units_total) -> dict:
+    def _micro_step(self, mb: dict, temperature: float, units_total: float, agg_constant: float) -> dict:
         algo = self.algo
-        ids = batch["input_ids"][s].to(self.device)
-        attn = batch["attention_mask"][s].to(self.device)
-        mask_d, adv_d = mask.to(self.device), adv.to(self.device)
-        lp, ent = self._forward(self.engine, ids, attn, batch["temperature"], with_entropy=True)
-        old = old_lp[s].to(self.device) if old_lp is not None else lp.detach()
-        rollout = batch["rollout_logprobs"][s].to(self.device)
+        mask_d, adv_d, rollout = mb["mask"], mb["adv"], mb["rollout"]
+        lp, ent = self.logprobs(self.engine, mb["ids"], mb["attn"], mask_d, temperature, with_entropy=True,
+                                entropy_grad=algo.entropy_coef != 0)
+        old = mb["old_lp"] if mb["old_lp"] is not None else lp.detach()
         is_weights = None
         if algo.tis_cap is not None:  # truncated IS: correct for vLLM-vs-learner numerics drift
             is_weights = torch.exp(old - rollout).clamp(max=algo.tis_cap) * mask_d
         loss, metrics = policy_loss(algo.policy_loss, lp, old, adv_d, mask_d, clip_low=algo.clip_low,
                                     clip_high=algo.clip_high, clip_c=algo.clip_c, agg=algo.loss_agg,
-                                    agg_constant=algo.loss_agg_constant, is_weights=is_weights)
+                                    agg_constant=agg_constant, is_weights=is_weights)
         n_tok = mask_d.sum().clamp(min=1)
         entropy = (ent * mask_d).sum() / n_tok
         if algo.entropy_coef:
             loss = loss - algo.entropy_coef * entropy
         kl_val = torch.zeros(())
-        if ref_lp is not None:
-            kl_tok = kl_penalty(lp, ref_lp[s].to(self.device), algo.kl_estimator)
+        if mb["ref_lp"] is not None:
+            kl_tok = kl_penalty(lp, mb["ref_lp"], algo.kl_estimator)
             kl_val = (kl_tok * mask_d).sum() / n_tok
             if not algo.kl_in_reward:
                 loss = loss + self.kl_coef * kl_val
@@ -266,14 +279,13 @@ class LearnerActor:
         out.update({k: float(v) for k, v in metrics.items()})
         return out
 
-    def _critic_micro_step(self, batch, s: slice, mask, old_values, returns, tokens_total) -> dict:
+    def _critic_micro_step(self, mb: dict, tokens_total: float) -> dict:
         """Value loss on one micro-batch; a token-mean whatever loss_agg is (each token's return is one
         regression target), scaled to the global token mean like the policy loss."""
         algo = self.algo
-        mask_d = mask.to(self.device)
-        values = self.critic(input_ids=batch["input_ids"][s].to(self.device),
-                             attention_mask=batch["attention_mask"][s].to(self.device))
-        loss, metrics = value_loss(values, old_values.to(self.device), returns.to(self.device), mask_d, clip=algo.value_clip)
+        mask_d = mb["mask"]
+        values = self.critic(input_ids=mb["ids"], attention_mask=mb["attn"])
+        loss, metrics = value_loss(values, mb["old_values"], mb["returns"], mask_d, clip=algo.value_clip)
         loss = algo.vf_coef * loss
         self.critic.backward(loss * self._loss_scale(mask_d.sum().item(), tokens_total))
         self.critic.step()

@@ -8,14 +8,18 @@ tokens/s (prompt + response tokens through the model) and samples/s; on CUDA als
 
     MFU = model FLOPs per step * steps / seconds / peak dense bf16 FLOP/s of the GPU
 
-Model FLOPs, per sequence of T real tokens (padding is wasted work, so it lowers MFU):
+Model FLOPs, per sequence of T real tokens of which R are response tokens (padding is wasted
+work, so it lowers MFU):
 
-    forward  = 2*N*T + 4*n_layers*n_heads*head_dim*T^2
-    training = 3 * forward = 6*N*T + 12*n_layers*n_heads*head_dim*T^2    (backward = 2 forwards)
+    forward  = 2*(N - V*d)*T + 2*V*d*R + 4*n_layers*n_heads*head_dim*T^2
+    training = 3 * forward                                   (backward = 2 forwards)
 
   * N: the parameters that multiply activations: all of them except the input embedding table
     (a lookup), the output projection counted once even when tied to it (norms and biases are
     included; they are negligible).
+  * V*d, the LM head, is counted on the R response positions only: the learner never computes
+    prompt-token logits (nothing reads them; rlvr/learners/logprobs.py), so they are not needed
+    FLOPs.
   * the T^2 term is attention's QK^T and AV, over the full T x T scores (no causal halving),
     as in PaLM's MFU (Chowdhery et al. 2022, appendix B).
   * one train step is `training` per PPO epoch, plus one `forward` each for the old log-probs
@@ -99,15 +103,19 @@ class ModelShape:
         return self.policy_matmul_params - self.vocab_size * self.hidden_size + self.hidden_size + 1
 
 
-def forward_flops(seq_lens, n_matmul_params: int, n_layers: int, n_heads: int, head_dim: int) -> float:
-    """Model FLOPs of one forward pass over sequences of these lengths (see the module docstring)."""
-    return float(sum(2 * n_matmul_params * T + 4 * n_layers * n_heads * head_dim * T * T for T in seq_lens))
+def forward_flops(seq_lens, n_matmul_params: int, n_layers: int, n_heads: int, head_dim: int,
+                  head_params: int = 0, head_rows=None) -> float:
+    """Model FLOPs of one forward pass over sequences of these lengths (see the module docstring);
+    `head_params` of the N (the LM head) run on head_rows[i] positions of sequence i only."""
+    head_rows = head_rows if head_rows is not None else seq_lens
+    return float(sum(2 * (n_matmul_params - head_params) * T + 2 * head_params * R + 4 * n_layers * n_heads * head_dim * T * T
+                     for T, R in zip(seq_lens, head_rows, strict=True)))
 
 
-def train_step_flops(seq_lens, shape: ModelShape, algo) -> float:
+def train_step_flops(seq_lens, response_lens, shape: ModelShape, algo) -> float:
     """Model FLOPs of one LearnerActor.train_step on these sequences under AlgorithmConfig `algo`."""
     dims = (shape.n_layers, shape.n_heads, shape.head_dim)
-    policy = forward_flops(seq_lens, shape.policy_matmul_params, *dims)
+    policy = forward_flops(seq_lens, shape.policy_matmul_params, *dims, shape.vocab_size * shape.hidden_size, response_lens)
     passes = 3 * algo.ppo_epochs + (1 if algo.ppo_epochs > 1 or algo.num_minibatches > 1 else 0) + (1 if algo.needs_reference else 0)
     total = passes * policy
     if algo.needs_critic:
@@ -159,6 +167,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--response-len", type=int, help="response tokens (default: toy 16, else 768)")
     g.add_argument("--micro-batch", type=int, help="sequences per forward/backward (default: toy 128, else 8)")
     g.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in backward")
+    g.add_argument("--compile", action="store_true", help="torch.compile the decoder layers and the log-prob kernel")
+    g.add_argument("--logits-chunk", type=int, default=2048, help="response tokens per LM-head chunk (default 2048)")
     g.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3], default=2, help="DeepSpeed ZeRO stage (default 2)")
     g.add_argument("--advantage", default="grpo", help="algorithm.advantage; gae also trains a critic (default grpo)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda when available")
@@ -185,6 +195,7 @@ def run(args) -> dict:
     micro_batches = math.ceil(batch_size / micro)
     learner_cfg = {"zero_stage": args.zero_stage, "lr": 1e-6, "micro_batch_size": min(micro, batch_size),
                    "gradient_checkpointing": args.gradient_checkpointing, "num_gpus": 1 if device == "cuda" else 0,
+                   "compile": args.compile, "logits_chunk_size": args.logits_chunk,
                    "threads": os.cpu_count() or 1}
     total_steps = args.warmup + args.steps
     with tempfile.TemporaryDirectory(prefix="rlvr-bench-") as tmp:
@@ -201,6 +212,7 @@ def run(args) -> dict:
     shape = ModelShape.from_config(config, n_params)
     batch = synthetic_batch(prompts, args.group_size, prompt_len, response_len, shape.vocab_size)
     seq_lens = batch["attention_mask"].sum(-1).tolist()
+    response_lens = batch["response_mask"].sum(-1).long().tolist()
     tokens = sum(seq_lens)
 
     def sync():
@@ -218,19 +230,25 @@ def run(args) -> dict:
     sync()
     seconds = time.perf_counter() - t0
 
-    flops = train_step_flops(seq_lens, shape, learner.algo) * args.steps
+    flops = train_step_flops(seq_lens, response_lens, shape, learner.algo) * args.steps
     res = {"device": device, "dtype": dtype_name, "params": n_params, "tokens_per_step": tokens,
            "seconds_per_step": seconds / args.steps, "tokens_per_s": tokens * args.steps / seconds,
            "samples_per_s": batch_size * args.steps / seconds, "model_flops_per_s": flops / seconds}
     name = args.model or args.shape
     print(f"learner bench: {name} ({n_params / 1e6:.2f}M params, {shape.n_layers} layers, attention "
           f"{getattr(config, '_attn_implementation', '?')}), {device} {dtype_name}, ZeRO-{args.zero_stage}, "
-          f"advantage {args.advantage}{', gradient checkpointing' if args.gradient_checkpointing else ''}")
+          f"advantage {args.advantage}{', gradient checkpointing' if args.gradient_checkpointing else ''}"
+          f"{', compiled' if args.compile else ''}, LM head in chunks of {args.logits_chunk} tokens")
     print(f"  batch: {prompts} prompts x {args.group_size} = {batch_size} sequences of {prompt_len} + {response_len} "
           f"tokens, micro-batch {micro} ({micro_batches} per step)")
     print(f"  step time {res['seconds_per_step']:.3f} s (mean of {args.steps} after {args.warmup} warm-up)")
     print(f"  learner tokens/s {res['tokens_per_s']:,.0f}   samples/s {res['samples_per_s']:,.1f}")
     print(f"  model FLOPs {flops / args.steps:.3e} per step, {res['model_flops_per_s'] / 1e12:.3f} TFLOP/s achieved")
+    if device == "cpu":
+        import resource
+
+        res["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+        print(f"  peak resident memory {res['peak_rss_gib']:.2f} GiB (the whole process)")
     if device == "cuda":
         gpu = torch.cuda.get_device_name()
         peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_flops(gpu)

@@ -32,6 +32,9 @@ class ValueModel(nn.Module):
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         return self.value_head(hidden[:, :-1]).squeeze(-1).float()
 
+    def get_decoder(self) -> nn.Module:
+        return self.backbone.get_decoder()
+
     def gradient_checkpointing_enable(self, **kw) -> None:
         self.backbone.gradient_checkpointing_enable(**kw)
 

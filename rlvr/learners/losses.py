@@ -357,35 +357,23 @@ def truncated_is_weights(
 # logits -> log-probs / entropy
 
 
-def _chunks(n: int, chunk_size: int | None):
-    step = n if not chunk_size else chunk_size
-    return [(i, min(i + step, n)) for i in range(0, max(n, 1), max(step, 1))]
+def logprobs_and_entropy(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0, *,
+                         with_entropy: bool = True, entropy_grad: bool = True):
+    """log softmax(z)[label] and the entropy of softmax(z) per position, z = logits / temperature, in float32.
 
-
-def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-    """log softmax(logits)[label] = logits[label] - logsumexp(logits), in float32.
-
-    Never materialises the full [.., V] log_softmax; `chunk_size` (rows of the flattened
-    [N, V] logits) also bounds the float32 upcast for no-grad passes (old/ref log-probs).
-    Divide logits by the sampling temperature before calling. Shapes: logits [..., V],
-    labels [...] -> [...].
+    One logsumexp serves both: log p[label] = z[label] - lse(z), H = lse(z) - sum_v softmax(z)_v z_v.
+    Divide by the temperature vLLM sampled with (0, greedy, and 1 leave z alone). The entropy is
+    None without `with_entropy`; `entropy_grad=False` computes it outside the graph (a metric only,
+    when entropy_coef is 0), which spares the backward pass one more [.., V] tensor.
+    Shapes: logits [..., V], labels [...] -> ([...], [...] or None).
     """
-    V = logits.shape[-1]
-    flat, flat_labels = logits.reshape(-1, V), labels.reshape(-1)
-    out = []
-    for a, b in _chunks(flat.shape[0], chunk_size):
-        z = flat[a:b].float()
-        out.append(z.gather(-1, flat_labels[a:b, None]).squeeze(-1) - torch.logsumexp(z, -1))
-    return torch.cat(out).view(labels.shape)
-
-
-def entropy_from_logits(logits: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-    """Entropy of softmax(logits) per position, H = logsumexp(z) - sum_v softmax(z)_v z_v
-    (one softmax tensor, no log_softmax copy), in float32. Shapes: [..., V] -> [...]."""
-    V = logits.shape[-1]
-    flat = logits.reshape(-1, V)
-    out = []
-    for a, b in _chunks(flat.shape[0], chunk_size):
-        z = flat[a:b].float()
-        out.append(torch.logsumexp(z, -1) - (torch.softmax(z, -1) * z).sum(-1))
-    return torch.cat(out).view(logits.shape[:-1])
+    z = logits.float()
+    if temperature not in (0.0, 1.0):
+        z = z / temperature
+    lse = torch.logsumexp(z, -1)
+    lp = z.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - lse
+    if not with_entropy:
+        return lp, None
+    if not entropy_grad:
+        z, lse = z.detach(), lse.detach()
+    return lp, lse - (torch.exp(z - lse.unsqueeze(-1)) * z).sum(-1)

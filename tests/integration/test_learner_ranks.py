@@ -1,5 +1,6 @@
 """Data parallelism on the real DeepSpeed engine over gloo: two ranks take the same step as one
-(policy, and with advantage gae the critic too)."""
+(policy, and with advantage gae the critic too); right padding beyond the longest sequence changes
+nothing (each micro-batch is cut after its longest sequence)."""
 
 import pytest
 import ray
@@ -24,11 +25,11 @@ def _batch(tokenizer):
     return build_batch(prompts, responses, lps, rewards, group_size=4, pad_id=tokenizer.pad_token_id, temperature=1.0)
 
 
-def _train(model_dir, ranks, batch, zero_stage, advantage):
+def _train(model_dir, ranks, batch, zero_stage, advantage, **algorithm):
     Learner = ray.remote(num_cpus=1)(LearnerActor)
     cfg = {"zero_stage": zero_stage, "lr": 1e-3, "micro_batch_size": 4, "grad_clip": 1.0, "ranks": ranks}
     micro = 16 // ranks // 4
-    actors = [Learner.remote(str(model_dir), rank=i, world_size=ranks, learner=cfg, algorithm={"advantage": advantage}, total_steps=2,
+    actors = [Learner.remote(str(model_dir), rank=i, world_size=ranks, learner=cfg, algorithm={"advantage": advantage, **algorithm}, total_steps=2,
                              micro_batches=micro) for i in range(ranks)]
     host, port = ray.get(actors[0].address.remote())
     ray.get([a.setup.remote(host, port) for a in actors])
@@ -64,3 +65,29 @@ def test_two_ranks_equal_one_rank(toy_dir, zero_stage, advantage):
         assert critic_one["value_head.weight"].abs().max() > 1e-4  # moved from its zero init
     for k in critic_one:  # GAE whitening and the value loss are global over the ranks, like the policy loss
         torch.testing.assert_close(critic_two[k], critic_one[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_extra_right_padding_changes_nothing(toy_dir):
+    """gae with two PPO epochs: the policy's old log-probs and the critic's old values (no-grad passes,
+    padded back to the batch width), the policy and value losses all see trimmed micro-batches."""
+    import torch.nn.functional as F
+    from transformers import AutoTokenizer
+
+    model_dir = toy_dir / "model"
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    batch = _batch(tok)
+    wide = dict(batch)
+    for key, value in (("input_ids", tok.pad_token_id), ("attention_mask", 0), ("response_mask", 0), ("rollout_logprobs", 0)):
+        wide[key] = F.pad(batch[key], (0, 9), value=value)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        algo = dict(ppo_epochs=2, loss_agg="seq-mean-token-sum-norm", loss_agg_constant=12)
+        narrow_policy, narrow_critic = _train(model_dir, 1, batch, 2, "gae", **algo)
+        wide_policy, wide_critic = _train(model_dir, 1, wide, 2, "gae", **algo)
+    finally:
+        ray.shutdown()
+    for k in narrow_policy:
+        torch.testing.assert_close(wide_policy[k], narrow_policy[k], rtol=1e-4, atol=1e-5, msg=k)
+    assert narrow_critic["value_head.weight"].abs().max() > 1e-4
+    for k in narrow_critic:
+        torch.testing.assert_close(wide_critic[k], narrow_critic[k], rtol=1e-4, atol=1e-5, msg=k)

@@ -48,3 +48,21 @@ def test_split_weighted_balances_engines_by_speed():
     parts = split_weighted(7, [1.0, 1.0, 1.0])
     assert [s.stop - s.start for s in parts] == [3, 2, 2] and parts[-1].stop == 7
     assert split_weighted(1, [1.0, 5.0]) == [slice(0, 0), slice(0, 1)]
+
+
+def test_micro_batch_is_cut_after_its_longest_sequence():
+    from types import SimpleNamespace
+
+    from rlvr.learners.actor import LearnerActor
+
+    b = build_batch([[1], [1, 2], [1, 2, 3, 4]], [[5], [6, 7], [8, 9]], [[-1.0], [-2.0, -3.0], [-4.0, -5.0]],
+                    [0.0, 1.0, 0.5], group_size=1, pad_id=0, temperature=1.0)
+    learner = SimpleNamespace(device="cpu")
+    mb = LearnerActor._micro_batch(learner, b, slice(0, 2), mask=b["response_mask"], lp=b["rollout_logprobs"], none=None)
+    # rows 0-1 are 2 and 4 tokens long: 4 columns of ids, 3 of per-position tensors (the batch has 6 and 5)
+    assert mb["ids"].tolist() == [[1, 5, 0, 0], [1, 2, 6, 7]]
+    assert mb["attn"].tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+    assert mb["mask"].tolist() == [[1, 0, 0], [0, 1, 1]]  # every response token kept
+    assert mb["lp"].tolist() == [[-1.0, 0, 0], [0, -2.0, -3.0]]
+    assert mb["none"] is None
+    assert LearnerActor._micro_batch(learner, b, slice(2, 3), mask=b["response_mask"])["mask"].shape == (1, 5)

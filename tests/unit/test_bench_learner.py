@@ -17,18 +17,22 @@ def test_forward_flops_by_hand():
     # 2*N*T = 1000, attention 4*2*3*4*T^2 = 96 * 25 = 2400
     assert forward_flops([5], 100, 2, 3, 4) == 3400
     assert forward_flops([5, 1], 100, 2, 3, 4) == 3400 + 200 + 96
+    # 40 of the 100 are an LM head that runs on 2 of the 5 positions: 2*60*5 + 2*40*2 = 760
+    assert forward_flops([5], 100, 2, 3, 4, head_params=40, head_rows=[2]) == 760 + 2400
 
 
 def test_train_step_flops_counts_passes():
     shape = ModelShape(n_params=1000, vocab_size=10, hidden_size=8, n_layers=2, n_heads=2, head_dim=4, tied=True)
-    fwd = forward_flops([6], 1000, 2, 2, 4)
-    # forward + backward = 3 forwards: 6*N*T + 12*l*h*d*T^2
-    assert train_step_flops([6], shape, AlgorithmConfig()) == 3 * fwd == 6 * 1000 * 6 + 12 * 2 * 2 * 4 * 36
+    # 6 tokens, 4 of them response tokens: the LM head (10*8 = 80 params) runs on those 4 only
+    fwd = forward_flops([6], 1000, 2, 2, 4, head_params=80, head_rows=[4])
+    assert fwd == 2 * 920 * 6 + 2 * 80 * 4 + 4 * 2 * 2 * 4 * 36
+    # forward + backward = 3 forwards
+    assert train_step_flops([6], [4], shape, AlgorithmConfig()) == 3 * fwd
     # two epochs also need the old log-probs (one more forward); a reference model one more
-    assert train_step_flops([6], shape, AlgorithmConfig(ppo_epochs=2, kl_coef=0.1)) == (6 + 1 + 1) * fwd
-    # gae adds the critic: its N drops the LM head (10*8) and adds the value head (8 + 1)
+    assert train_step_flops([6], [4], shape, AlgorithmConfig(ppo_epochs=2, kl_coef=0.1)) == (6 + 1 + 1) * fwd
+    # gae adds the critic: its N drops the LM head (10*8) and adds the value head (8 + 1), on every token
     critic = forward_flops([6], 1000 - 80 + 9, 2, 2, 4)
-    assert train_step_flops([6], shape, AlgorithmConfig(advantage="gae")) == 3 * fwd + 4 * critic
+    assert train_step_flops([6], [4], shape, AlgorithmConfig(advantage="gae")) == 3 * fwd + 4 * critic
 
 
 def test_matmul_params_leave_out_the_embedding_lookup():

@@ -67,6 +67,11 @@ def test_wrong_override(capsys, tmp_path):
     assert "learner.zero_stage" in err
 
 
+def test_compile_with_zero3(capsys, tmp_path):
+    err = _run(capsys, _write_recipe(tmp_path, learner__compile=True, learner__zero_stage=3))
+    assert "learner" in err and "compile needs zero_stage 0-2" in err
+
+
 def test_missing_model_path(capsys, tmp_path):
     err = _run(capsys, _write_recipe(tmp_path, model__path=str(tmp_path / "missing")))
     assert "model.path" in err and "missing" in err

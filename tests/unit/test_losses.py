@@ -9,9 +9,8 @@ from rlvr.learners.losses import (
     AdaptiveKLController,
     FixedKLController,
     aggregate,
-    entropy_from_logits,
     kl_penalty,
-    logprobs_from_logits,
+    logprobs_and_entropy,
     make_kl_controller,
     policy_loss,
     truncated_is_weights,
@@ -230,19 +229,35 @@ def test_truncated_is_weights_and_drift_metrics():
 # ----------------------------------------------------------------------------- logits helpers
 
 
-def test_logprobs_and_entropy_from_logits():
+def test_logprobs_and_entropy():
     # softmax(log [1, 2, 1]) = [0.25, 0.5, 0.25]; softmax(zeros(3)) is uniform
     logits = torch.log(T([[[1.0, 2.0, 1.0], [1.0, 1.0, 1.0]]]))  # [B=1, T=2, V=3]
     labels = T([[1, 0]])
-    close(logprobs_from_logits(logits, labels), [[math.log(0.5), math.log(1 / 3)]])
+    lp, ent = logprobs_and_entropy(logits, labels)
+    close(lp, [[math.log(0.5), math.log(1 / 3)]])
     # H([.25, .5, .25]) = 0.5 ln4 + 0.5 ln2 = 1.5 ln2; H(uniform 3) = ln3
-    close(entropy_from_logits(logits), [[1.5 * LN2, math.log(3)]])
-    # chunking and bf16 inputs give the same values, in float32
-    big = torch.randn(5, 7, 11)
-    lab = torch.randint(0, 11, (5, 7))
-    close(logprobs_from_logits(big, lab, chunk_size=3), logprobs_from_logits(big, lab))
-    close(entropy_from_logits(big, chunk_size=4), entropy_from_logits(big))
-    assert logprobs_from_logits(big.bfloat16(), lab).dtype == torch.float32
+    close(ent, [[1.5 * LN2, math.log(3)]])
+    # temperature 2 halves the logits: softmax(log [1, 2, 1] / 2) = [1, sqrt2, 1] / (2 + sqrt2)
+    lp, _ = logprobs_and_entropy(logits, labels, 2.0)
+    close(lp, [[math.log(math.sqrt(2) / (2 + math.sqrt(2))), math.log(1 / 3)]])
+    # temperature 0 (greedy sampling) leaves the logits alone; bf16 in, float32 out
+    close(logprobs_and_entropy(logits, labels, 0.0)[0], logprobs_and_entropy(logits, labels)[0])
+    lp, ent = logprobs_and_entropy(logits.bfloat16(), labels)
+    assert lp.dtype == ent.dtype == torch.float32
+    assert logprobs_and_entropy(logits, labels, with_entropy=False)[1] is None
+
+
+def test_entropy_grad_flag():
+    logits = torch.randn(3, 5, requires_grad=True)
+    labels = torch.tensor([0, 1, 2])
+    lp, ent = logprobs_and_entropy(logits, labels, entropy_grad=False)
+    assert lp.requires_grad and not ent.requires_grad
+    _, ent_g = logprobs_and_entropy(logits, labels)
+    close(ent, ent_g.detach())
+    # dH/dz_j = p_j (E_p[z] - z_j)
+    ent_g.sum().backward()
+    p = torch.softmax(logits.detach(), -1)
+    close(logits.grad, p * ((p * logits.detach()).sum(-1, keepdim=True) - logits.detach()))
 
 
 # ----------------------------------------------------------------------------- gradient direction
@@ -255,11 +270,11 @@ def test_sgd_step_raises_logprob_of_positive_advantage_tokens(name):
     labels = torch.randint(0, 6, (2, 4))
     mask = torch.ones(2, 4)
     adv = T([[1.0] * 4, [-1.0] * 4])  # sequence 0 good, sequence 1 bad
-    before = logprobs_from_logits(logits, labels).detach()
-    loss, _ = policy_loss(name, logprobs_from_logits(logits, labels), before, adv, mask, agg="seq-mean-token-mean")
+    before = logprobs_and_entropy(logits, labels)[0].detach()
+    loss, _ = policy_loss(name, logprobs_and_entropy(logits, labels)[0], before, adv, mask, agg="seq-mean-token-mean")
     loss.backward()
     with torch.no_grad():
-        after = logprobs_from_logits(logits - 0.5 * logits.grad, labels)
+        after = logprobs_and_entropy(logits - 0.5 * logits.grad, labels)[0]
     assert (after[0] > before[0]).all() and (after[1] < before[1]).all()
 
 
