@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from rlvr.learners.advantages import compute_advantages
+from rlvr.learners.batch import micro_batch_rows
 from rlvr.learners.logprobs import ResponseLogprobs
 from rlvr.learners.losses import explained_variance, kl_penalty, policy_loss, value_loss
 
@@ -38,17 +39,6 @@ def lr_lambda(warmup: int, schedule: str, total: int):
             return 0.5 * (1.0 + math.cos(math.pi * frac))
         return 1.0
     return f
-
-
-def split_even(n: int, parts: int) -> list[slice]:
-    """`parts` contiguous slices covering range(n), sizes differing by at most one."""
-    base, extra = divmod(n, parts)
-    out, start = [], 0
-    for i in range(parts):
-        size = base + (1 if i < extra else 0)
-        out.append(slice(start, start + size))
-        start += size
-    return out
 
 
 def rng_state() -> dict:
@@ -158,29 +148,28 @@ class LearnerActor:
 
     # ------------------------------------------------------------------ training
 
-    def _micro_batch(self, batch: dict, s: slice, **per_position) -> dict:
-        """Rows `s` on the device, cut after their longest sequence (right padding is wasted FLOPs):
-        ids/attn [b, n] and each [B, L-1] tensor of `per_position` (None stays None) as [b, n-1]."""
-        attn = batch["attention_mask"][s]
+    def _micro_batch(self, batch: dict, rows, **per_position) -> dict:
+        """`rows` (indices or a slice) on the device, cut after their longest sequence (right padding is
+        wasted FLOPs): ids/attn [b, n] and each [B, L-1] tensor of `per_position` (None stays None) as [b, n-1]."""
+        attn = batch["attention_mask"][rows]
         n = max(int(attn.sum(-1).max()), 2)
-        mb = {"ids": batch["input_ids"][s, :n].to(self.device), "attn": attn[:, :n].to(self.device)}
-        mb.update({k: None if t is None else t[s, :n - 1].to(self.device) for k, t in per_position.items()})
+        mb = {"ids": batch["input_ids"][rows, :n].to(self.device), "attn": attn[:, :n].to(self.device)}
+        mb.update({k: None if t is None else t[rows, :n - 1].to(self.device) for k, t in per_position.items()})
         return mb
 
     @torch.no_grad()
-    def _no_grad_pass(self, fn, batch, slices) -> torch.Tensor:
-        """fn(ids, attn, mask) -> [b, n-1] per micro-batch, padded back to [b, L-1] and gathered on the CPU."""
-        width = batch["response_mask"].shape[1]
-        out = []
-        for s in slices:
-            mb = self._micro_batch(batch, s, mask=batch["response_mask"])
-            part = fn(mb["ids"], mb["attn"], mb["mask"]).cpu()
-            out.append(torch.nn.functional.pad(part, (0, width - part.shape[1])))
-        return torch.cat(out)
+    def _no_grad_pass(self, fn, batch, micro_batches) -> torch.Tensor:
+        """fn(ids, attn, mask) -> [b, n-1] per micro-batch, put back in place in a [B, L-1] CPU tensor."""
+        out = torch.zeros(batch["response_mask"].shape)
+        for rows in micro_batches:
+            mb = self._micro_batch(batch, rows, mask=batch["response_mask"])
+            part = fn(mb["ids"], mb["attn"], mb["mask"]).float().cpu()
+            out[rows, :part.shape[1]] = part
+        return out
 
-    def _logprobs(self, model, batch, slices) -> torch.Tensor:
+    def _logprobs(self, model, batch, micro_batches) -> torch.Tensor:
         return self._no_grad_pass(lambda ids, attn, mask: self.logprobs(model, ids, attn, mask, batch["temperature"])[0],
-                                  batch, slices)
+                                  batch, micro_batches)
 
     def _sum_over_ranks(self, t: torch.Tensor) -> torch.Tensor:
         """t summed over the data-parallel ranks (batch-wide advantage whitening)."""
@@ -204,8 +193,8 @@ class LearnerActor:
         t0 = time.perf_counter()
         algo = self.algo
         mask = batch["response_mask"].float()
-        B = mask.shape[0]
-        mbs = split_even(B, self.micro_batches * algo.num_minibatches)
+        minibatches = micro_batch_rows(batch["attention_mask"].sum(-1), algo.num_minibatches, self.micro_batches)
+        mbs = [rows for minibatch in minibatches for rows in minibatch]
         need_old = algo.ppo_epochs > 1 or algo.num_minibatches > 1
         old_lp = self._logprobs(self.engine.module, batch, mbs) if need_old else None
         ref_lp = self._logprobs(self.ref, batch, mbs) if self.ref is not None else None
@@ -224,10 +213,9 @@ class LearnerActor:
         sums: dict[str, float] = {}
         n_metric = 0
         for _ in range(algo.ppo_epochs):
-            for m in range(algo.num_minibatches):
-                group = mbs[m * self.micro_batches:(m + 1) * self.micro_batches]
-                for s in group:
-                    mb = self._micro_batch(batch, s, mask=mask, adv=adv, old_lp=old_lp, ref_lp=ref_lp,
+            for minibatch in minibatches:
+                for rows in minibatch:
+                    mb = self._micro_batch(batch, rows, mask=mask, adv=adv, old_lp=old_lp, ref_lp=ref_lp,
                                            rollout=batch["rollout_logprobs"], old_values=old_values, returns=returns)
                     metrics = self._micro_step(mb, batch["temperature"], units_total / algo.num_minibatches, agg_constant)
                     if self.critic is not None:

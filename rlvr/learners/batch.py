@@ -31,10 +31,36 @@ def build_batch(prompt_ids: list[list[int]], response_ids: list[list[int]], roll
             "total_tokens": float(response_mask.sum()), "total_sequences": float(B)}
 
 
+def split_even(n: int, parts: int) -> list[slice]:
+    """`parts` contiguous slices covering range(n), sizes differing by at most one."""
+    base, extra = divmod(n, parts)
+    out, start = [], 0
+    for i in range(parts):
+        size = base + (1 if i < extra else 0)
+        out.append(slice(start, start + size))
+        start += size
+    return out
+
+
+def micro_batch_rows(lengths: torch.Tensor, num_minibatches: int, micro_batches: int) -> list[list[torch.Tensor]]:
+    """Row indices of each micro-batch, minibatch by minibatch.
+
+    Minibatches (one optimizer step each) are contiguous blocks of rows, as the rollout produced
+    them; within one, rows are sorted by sequence length before being split evenly, so a
+    micro-batch holds sequences of similar length and little padding survives its trim
+    (veRL's dynamic batch size and OpenRLHF's packing attack the same waste). One optimizer
+    step's gradient is a sum over its micro-batches, so how its rows are grouped does not change it.
+    """
+    out = []
+    for block in split_even(len(lengths), num_minibatches):
+        rows = torch.arange(block.start, block.stop)
+        rows = rows[torch.argsort(lengths[rows], stable=True)]
+        out.append([rows[s] for s in split_even(len(rows), micro_batches)])
+    return out
+
+
 def shard_by_groups(batch: dict, ranks: int) -> list[dict]:
     """Split a batch into `ranks` shards of whole groups (group statistics stay on one rank)."""
-    from rlvr.learners.actor import split_even
-
     g = batch["group_size"]
     groups = batch["input_ids"].shape[0] // g
     if groups < ranks:

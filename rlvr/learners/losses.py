@@ -16,7 +16,7 @@ from typing import Callable, Literal
 
 import torch
 
-from rlvr.learners.advantages import masked_mean, masked_whiten  # noqa: F401  (re-exported)
+from rlvr.learners.advantages import masked_mean
 
 # ---------------------------------------------------------------------------------------------
 # aggregation

@@ -66,3 +66,15 @@ def test_micro_batch_is_cut_after_its_longest_sequence():
     assert mb["lp"].tolist() == [[-1.0, 0, 0], [0, -2.0, -3.0]]
     assert mb["none"] is None
     assert LearnerActor._micro_batch(learner, b, slice(2, 3), mask=b["response_mask"])["mask"].shape == (1, 5)
+
+
+def test_micro_batch_rows_sort_by_length_within_each_minibatch():
+    from rlvr.learners.batch import micro_batch_rows
+
+    lengths = torch.tensor([9, 2, 7, 3, 8, 1, 5, 4])
+    # two minibatches: rows 0-3 and 4-7, never mixed; each sorted by length, then split in two
+    out = micro_batch_rows(lengths, num_minibatches=2, micro_batches=2)
+    assert [[r.tolist() for r in mb] for mb in out] == [[[1, 3], [2, 0]], [[5, 7], [6, 4]]]
+    # every row exactly once; uneven splits differ by at most one row
+    out = micro_batch_rows(torch.tensor([3, 3, 1, 2, 5]), num_minibatches=1, micro_batches=2)
+    assert [r.tolist() for r in out[0]] == [[2, 3, 0], [1, 4]]
