@@ -123,7 +123,8 @@ def train_step_flops(seq_lens, response_lens, shape: ModelShape, algo) -> float:
     return total
 
 
-def synthetic_batch(n_prompts: int, group_size: int, prompt_len: int, response_len: int, vocab_size: int, seed: int = 0) -> dict:
+def synthetic_batch(n_prompts: int, group_size: int, prompt_len: int, response_len: int, vocab_size: int, seed: int = 0,
+                    min_response_len: int | None = None) -> dict:
     """A learner batch of random token ids with the controller's layout (rlvr.learners.batch.build_batch)."""
     import torch
 
@@ -134,9 +135,11 @@ def synthetic_batch(n_prompts: int, group_size: int, prompt_len: int, response_l
     for _ in range(n_prompts):
         p = torch.randint(1, vocab_size, (prompt_len,), generator=g).tolist()
         prompts += [p] * group_size
-        responses += [torch.randint(1, vocab_size, (response_len,), generator=g).tolist() for _ in range(group_size)]
+        for _ in range(group_size):  # lengths uniform in [min_response_len, response_len] when given
+            n = response_len if min_response_len is None else int(torch.randint(min_response_len, response_len + 1, (), generator=g))
+            responses.append(torch.randint(1, vocab_size, (n,), generator=g).tolist())
     rewards = torch.randint(0, 2, (len(responses),), generator=g).float().tolist()
-    logprobs = [[-1.0] * response_len for _ in responses]
+    logprobs = [[-1.0] * len(r) for r in responses]
     return build_batch(prompts, responses, logprobs, rewards, group_size=group_size, pad_id=0, temperature=1.0)
 
 
@@ -165,6 +168,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--group-size", type=int, default=8, help="responses per prompt (default 8)")
     g.add_argument("--prompt-len", type=int, help="prompt tokens (default: toy 16, else 256)")
     g.add_argument("--response-len", type=int, help="response tokens (default: toy 16, else 768)")
+    g.add_argument("--min-response-len", type=int, help="response lengths uniform from this to --response-len (default: all equal)")
     g.add_argument("--micro-batch", type=int, help="sequences per forward/backward (default: toy 128, else 8)")
     g.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in backward")
     g.add_argument("--compile", action="store_true", help="torch.compile the decoder layers and the log-prob kernel")
@@ -191,6 +195,8 @@ def run(args) -> dict:
     prompts, prompt_len, response_len, micro = SHAPE_DEFAULTS[None if args.model else args.shape]
     prompts, prompt_len, response_len = args.prompts or prompts, args.prompt_len or prompt_len, args.response_len or response_len
     micro = args.micro_batch or micro
+    if args.min_response_len is not None and not 1 <= args.min_response_len <= response_len:
+        raise SystemExit(f"rlvr: error: --min-response-len must be between 1 and the response length ({response_len})")
     batch_size = prompts * args.group_size
     micro_batches = math.ceil(batch_size / micro)
     learner_cfg = {"zero_stage": args.zero_stage, "lr": 1e-6, "micro_batch_size": min(micro, batch_size),
@@ -210,7 +216,8 @@ def run(args) -> dict:
     config = module.config
     n_params = sum(getattr(p, "ds_numel", p.numel()) for p in module.parameters())
     shape = ModelShape.from_config(config, n_params)
-    batch = synthetic_batch(prompts, args.group_size, prompt_len, response_len, shape.vocab_size)
+    batch = synthetic_batch(prompts, args.group_size, prompt_len, response_len, shape.vocab_size,
+                            min_response_len=args.min_response_len)
     seq_lens = batch["attention_mask"].sum(-1).tolist()
     response_lens = batch["response_mask"].sum(-1).long().tolist()
     tokens = sum(seq_lens)
@@ -239,7 +246,8 @@ def run(args) -> dict:
           f"{getattr(config, '_attn_implementation', '?')}), {device} {dtype_name}, ZeRO-{args.zero_stage}, "
           f"advantage {args.advantage}{', gradient checkpointing' if args.gradient_checkpointing else ''}"
           f"{', compiled' if args.compile else ''}, LM head in chunks of {args.logits_chunk} tokens")
-    print(f"  batch: {prompts} prompts x {args.group_size} = {batch_size} sequences of {prompt_len} + {response_len} "
+    responses = f"{response_len}" if args.min_response_len is None else f"{args.min_response_len}..{response_len}"
+    print(f"  batch: {prompts} prompts x {args.group_size} = {batch_size} sequences of {prompt_len} + {responses} "
           f"tokens, micro-batch {micro} ({micro_batches} per step)")
     print(f"  step time {res['seconds_per_step']:.3f} s (mean of {args.steps} after {args.warmup} warm-up)")
     print(f"  learner tokens/s {res['tokens_per_s']:,.0f}   samples/s {res['samples_per_s']:,.1f}")

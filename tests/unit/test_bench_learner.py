@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from rlvr.learners.algo_config import AlgorithmConfig
-from rlvr.learners.bench import QWEN25_05B, ModelShape, forward_flops, peak_flops, train_step_flops
+from rlvr.learners.bench import QWEN25_05B, ModelShape, forward_flops, peak_flops, synthetic_batch, train_step_flops
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
@@ -33,6 +33,15 @@ def test_train_step_flops_counts_passes():
     # gae adds the critic: its N drops the LM head (10*8) and adds the value head (8 + 1), on every token
     critic = forward_flops([6], 1000 - 80 + 9, 2, 2, 4)
     assert train_step_flops([6], [4], shape, AlgorithmConfig(advantage="gae")) == 3 * fwd + 4 * critic
+
+
+def test_synthetic_batch_lengths():
+    fixed = synthetic_batch(3, 4, 5, 7, vocab_size=50)
+    assert fixed["response_mask"].sum(-1).tolist() == [7.0] * 12 and fixed["attention_mask"].sum(-1).tolist() == [12] * 12
+    ragged = synthetic_batch(3, 4, 5, 7, vocab_size=50, min_response_len=2)
+    lens = ragged["response_mask"].sum(-1)
+    assert lens.min() >= 2 and lens.max() <= 7 and len(set(lens.tolist())) > 1
+    assert (ragged["attention_mask"].sum(-1) == lens + 5).all()
 
 
 def test_matmul_params_leave_out_the_embedding_lookup():
