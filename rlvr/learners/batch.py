@@ -10,7 +10,7 @@ def build_batch(prompt_ids: list[list[int]], response_ids: list[list[int]], roll
     """Right-padded prompt+response sequences with masks aligned to the *predicted* token.
 
     Position t of response_mask / rollout_logprobs ([B, L-1]) describes input_ids[:, t+1], the
-    token the model predicts from position t: the layout of logprobs_from_logits(logits[:, :-1]).
+    token the model predicts from position t: the layout of the learner's log-probs (rlvr/learners/logprobs.py).
     """
     B = len(response_ids)
     assert B == len(prompt_ids) == len(rewards) == len(rollout_logprobs) and B % group_size == 0
