@@ -56,20 +56,6 @@ def prepare(recipe: Recipe) -> Prepared:
     return Prepared(recipe, tokenizer, list(train_rows), list(eval_rows), report)
 
 
-def split_weighted(n: int, weights: list[float]) -> list[slice]:
-    """Contiguous slices of range(n) sized in proportion to `weights` (largest remainders get the leftovers)."""
-    total = sum(weights)
-    exact = [n * w / total for w in weights]
-    sizes = [int(x) for x in exact]
-    for i in sorted(range(len(weights)), key=lambda i: exact[i] - sizes[i], reverse=True)[:n - sum(sizes)]:
-        sizes[i] += 1
-    out, start = [], 0
-    for size in sizes:
-        out.append(slice(start, start + size))
-        start += size
-    return out
-
-
 def _mean(xs) -> float:
     xs = list(xs)
     return sum(xs) / len(xs) if xs else float("nan")
@@ -163,6 +149,8 @@ class Trainer:
         # draws the same samples as an uninterrupted one.
         seed = (self.recipe.seed * 1_000_003 + self.gen_calls * 101) % (2**31)
         kwargs = {**self._gen_kwargs(greedy), "seed": seed}
+        from rlvr.learners.batch import split_weighted
+
         # Load balancing: each engine gets a share proportional to its measured speed (equal at first).
         parts = split_weighted(len(prompts), self.engine_speed)
         futures = [a.generate.remote(prompts[s], engine_seed_offset=i, **kwargs)
@@ -401,11 +389,12 @@ class Trainer:
         lags = [self.version - 1 - g.version for g in chosen]  # versions behind the policy that was trained
         m.update({"staleness/mean": _mean(lags), "staleness/max": max(lags),
                   "staleness/dropped_samples": sum(len(g.comps) for g, old in zip(groups, stale_flags) if old)})
+        generated = sum(len(c.token_ids) for g in groups for c in g.comps)  # dropped groups were generated too
         m.update({"time/generation": t_gen, "time/generation_wait": t_wait, "time/verify": t_ver, "time/training": t_train,
                   "time/weight_sync": t_sync, "time/step": time.time() - t_step,
-                  "throughput/rollout_tokens_per_s": sum(len(c.token_ids) for g in groups for c in g.comps) / max(t_gen, 1e-9),
+                  "throughput/rollout_tokens_per_s": generated / max(t_gen, 1e-9),
                   # as the driver sees it (Ray round trip, log-prob extraction): meaningful when async_steps is 0
-                  "throughput/rollout_tokens_per_s_wall": sum(len(c.token_ids) for g in groups for c in g.comps) / max(t_wait, 1e-9)})
+                  "throughput/rollout_tokens_per_s_wall": generated / max(t_wait, 1e-9)})
         m.update(self.pool.stats())
         m.update({f"fault/{k}": v for k, v in self.faults.items()})
         for k, v in (("generation", t_gen), ("verify", t_ver), ("training", t_train), ("weight_sync", t_sync)):

@@ -81,11 +81,6 @@ def bench_rollout(recipe_path: str | None = None, steps: int = 8, overrides: lis
     return out
 
 
-def _tps(tokens_seconds: tuple[int, float]) -> float:
-    tokens, seconds = tokens_seconds
-    return tokens / seconds
-
-
 def format_rollout(r: dict) -> str:
     from rlvr.cluster.bench import format_result
 

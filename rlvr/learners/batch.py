@@ -31,15 +31,23 @@ def build_batch(prompt_ids: list[list[int]], response_ids: list[list[int]], roll
             "total_tokens": float(response_mask.sum()), "total_sequences": float(B)}
 
 
-def split_even(n: int, parts: int) -> list[slice]:
-    """`parts` contiguous slices covering range(n), sizes differing by at most one."""
-    base, extra = divmod(n, parts)
+def split_weighted(n: int, weights: list[float]) -> list[slice]:
+    """Contiguous slices of range(n) sized in proportion to `weights` (largest remainders get the leftovers)."""
+    total = sum(weights)
+    exact = [n * w / total for w in weights]
+    sizes = [int(x) for x in exact]
+    for i in sorted(range(len(weights)), key=lambda i: exact[i] - sizes[i], reverse=True)[:n - sum(sizes)]:
+        sizes[i] += 1
     out, start = [], 0
-    for i in range(parts):
-        size = base + (1 if i < extra else 0)
+    for size in sizes:
         out.append(slice(start, start + size))
         start += size
     return out
+
+
+def split_even(n: int, parts: int) -> list[slice]:
+    """`parts` contiguous slices covering range(n), sizes differing by at most one (the first get the extras)."""
+    return split_weighted(n, [1.0] * parts)
 
 
 def micro_batch_rows(lengths: torch.Tensor, num_minibatches: int, micro_batches: int) -> list[list[torch.Tensor]]:

@@ -41,13 +41,16 @@ def test_pick_groups_prefers_fresh_informative_then_tops_up_never_stale():
 
 
 def test_split_weighted_balances_engines_by_speed():
-    from rlvr.controller import split_weighted
+    from rlvr.learners.batch import split_weighted
 
     assert split_weighted(10, [1.0, 1.0]) == [slice(0, 5), slice(5, 10)]
     assert split_weighted(12, [3.0, 1.0]) == [slice(0, 9), slice(9, 12)]  # a 3x faster engine takes 3x the prompts
     parts = split_weighted(7, [1.0, 1.0, 1.0])
     assert [s.stop - s.start for s in parts] == [3, 2, 2] and parts[-1].stop == 7
     assert split_weighted(1, [1.0, 5.0]) == [slice(0, 0), slice(0, 1)]
+    from rlvr.learners.batch import split_even  # equal weights: the first parts take the extras
+    assert split_even(7, 3) == [slice(0, 3), slice(3, 5), slice(5, 7)]
+    assert split_even(2, 3) == [slice(0, 1), slice(1, 2), slice(2, 2)]
 
 
 def test_micro_batch_is_cut_after_its_longest_sequence():
