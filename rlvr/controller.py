@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from rlvr.config import Recipe, RecipeError
-from rlvr.data import DataError, PromptStream, filter_by_length, load_eval, load_sources, render_prompt
+from rlvr.data import DataError, PromptStream, encode_prompts, filter_by_length, load_eval, load_sources, render_prompt
 from rlvr.verifiers import PluginError, VerifierPool, VerifyRequest, check_verifier_names, load_plugins
 
 
@@ -122,7 +122,12 @@ class Trainer:
         ray.get([l.setup.remote(host, port) for l in self.learners] + [a.ready.remote() for a in self.rollouts])
         self.init_weight_sync()
         self.specs = ray.get(self.learners[0].weight_specs.remote())
-        self.engine_speed = [1.0] * len(self.rollouts)
+        from rlvr.actors.scheduler import RolloutScheduler
+
+        ro = r.rollout
+        self.scheduler = RolloutScheduler(self.rollouts, max_seqs_per_engine=ro.max_seqs_per_engine,
+                                          health_interval_s=ro.health_interval_s, engine_timeout_s=ro.engine_timeout_s,
+                                          on_engine_dead=self.recover_engine)
         self.timings["startup"] = time.time() - t0
         self.progress.print(f"cluster up in {self.timings['startup']:.0f}s: {r.rollout.engines} vLLM engine(s), "
                             f"{r.learner.ranks} learner rank(s) (ZeRO-{r.learner.zero_stage}); run dir {self.run_dir}")
@@ -142,81 +147,89 @@ class Trainer:
         ro = self.recipe.rollout
         return dict(n=ro.n, temperature=ro.temperature, top_p=ro.top_p, max_tokens=ro.max_tokens, greedy=greedy)
 
-    def submit(self, prompts: list[str], *, greedy: bool = False) -> "Pending":
-        """Start generating `prompts`, spread over the engines in contiguous slices; returns at once."""
-        self.gen_calls += 1
-        # Sampling is reseeded per call (seed, call number, engine): a resumed or restarted run
-        # draws the same samples as an uninterrupted one.
-        seed = (self.recipe.seed * 1_000_003 + self.gen_calls * 101) % (2**31)
-        kwargs = {**self._gen_kwargs(greedy), "seed": seed}
-        from rlvr.learners.batch import split_weighted
-
-        # Load balancing: each engine gets a share proportional to its measured speed (equal at first).
-        parts = split_weighted(len(prompts), self.engine_speed)
-        futures = [a.generate.remote(prompts[s], engine_seed_offset=i, **kwargs)
-                   for i, (a, s) in enumerate(zip(self.rollouts, parts))]
-        return Pending(prompts, parts, futures, kwargs, time.time())
-
-    def collect(self, p: "Pending") -> tuple[list, list, float, float]:
-        """Completions in prompt order, each prompt's token ids, engine seconds and wall seconds.
-
-        An engine that died is restarted by Ray, re-synced to the current weights, and its
-        slice of the prompts is generated again.
-        """
+    def submit(self, prompts: list[str], *, greedy: bool = False):
+        """Start generating `prompts` (rendered once to token ids here): one request per group, routed by the scheduler."""
         import ray
 
-        results = []
-        for i, (fut, s) in enumerate(zip(p.futures, p.parts)):
-            for attempt in range(3):
-                try:
-                    results.append(ray.get(fut))
-                    break
-                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
-                    if attempt == 2:
-                        raise RuntimeError(f"vLLM engine {i} died three times in a row: {e}") from None
-                    self.recover_engine(i, e)
-                    fut = self.rollouts[i].generate.remote(p.prompts[s], engine_seed_offset=i, **p.kwargs)
-        for i, (res, s) in enumerate(zip(results, p.parts)):
-            if res.seconds > 0 and s.stop > s.start:  # prompts per second, smoothed
-                self.engine_speed[i] = 0.5 * self.engine_speed[i] + 0.5 * (s.stop - s.start) / res.seconds
-        comps = []
-        for res, s in zip(results, p.parts):
-            for c in res.completions:
-                c.prompt_index += s.start
-                comps.append(c)
-        comps.sort(key=lambda c: c.prompt_index)
-        prompt_ids = [ids for res in results for ids in res.prompt_token_ids]  # contiguous slices, in order
-        return comps, prompt_ids, max(res.seconds for res in results), time.time() - p.t_submit
+        self.gen_calls += 1
+        # Reseeded per batch (seed, call number, engine): a restarted engine does not replay its start-up stream.
+        seed = (self.recipe.seed * 1_000_003 + self.gen_calls * 101) % (2**31)
+        for i, a in enumerate(self.rollouts):
+            a.reseed.remote(seed + 7919 * i)
+        return self.scheduler.submit(encode_prompts(self.prep.tokenizer, prompts), **self._gen_kwargs(greedy))
+
+    def collect(self, batch, on_group=None) -> tuple[list, list, float]:
+        """Completions in prompt order, each prompt's token ids, and wall seconds. `on_group(k, result)`
+        runs as each group finishes (the scorer, while the other groups still generate)."""
+        for k, res in self.scheduler.stream(batch):
+            if on_group is not None:
+                on_group(k, res)
+        results = [batch.results[k] for k in range(len(batch.prompt_ids))]
+        comps = [c for res in results for c in res.completions]
+        return comps, [res.prompt_token_ids for res in results], time.time() - batch.t_submit
 
     def recover_engine(self, i: int, error: Exception) -> None:
-        """Wait for Ray to restart engine i, rebuild the weight-sync group, and push the current weights."""
+        """Restart engine i (it died, or its EngineCore did, or it stopped answering), rebuild the weight-sync
+        group, and push the current weights to it."""
         import ray
 
         t0 = time.time()
         self.faults["rollout_restarts"] += 1
-        self.progress.print(f"[yellow]vLLM engine {i} died ({type(error).__name__}); waiting for Ray to restart it, "
-                            "then re-syncing weights[/yellow]")
-        for _ in range(120):  # Ray restarts the actor (max_restarts); its __init__ loads the model again
-            try:
-                ray.get(self.rollouts[i].ready.remote(), timeout=30)
-                break
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
-                time.sleep(1)
-        else:
-            raise RuntimeError(f"vLLM engine {i} did not come back after a restart")
-        # The old group lost a member: every member leaves it and a fresh one is formed.
-        ray.get([a.close_weight_sync.remote() for j, a in enumerate(self.rollouts) if j != i] +
-                [l.close_weight_sync.remote() for l in self.learners])
-        self.init_weight_sync()
-        self.sync_weights(bump=False)
+        self.progress.print(f"[yellow]vLLM engine {i} failed ({type(error).__name__}: {str(error)[:200]}); "
+                            "restarting it, then re-syncing weights[/yellow]")
+        self._restart_engine(i)
+        self._reform_weight_sync(skip=i)
+        failed, _ = self._broadcast()
+        if failed:
+            raise RuntimeError(f"vLLM engine(s) {sorted(failed)} failed again while engine {i} was being re-synced")
         self.faults["recovery_seconds"] += time.time() - t0
 
+    def _restart_engine(self, i: int) -> None:
+        """Kill engine i's actor (a live actor with a dead EngineCore too) and wait for Ray to restart it."""
+        import ray
+
+        ray.kill(self.rollouts[i], no_restart=False)
+        deadline = time.time() + max(600.0, 10 * self.recipe.rollout.engine_timeout_s)
+        while time.time() < deadline:  # Ray restarts the actor (max_restarts); ready() loads the model again
+            try:
+                ray.get(self.rollouts[i].ready.remote(), timeout=60)
+                return
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
+                time.sleep(1)
+        raise RuntimeError(f"vLLM engine {i} did not come back after a restart")
+
+    def _reform_weight_sync(self, skip: int | None = None) -> None:
+        """The old group lost a member: every member leaves it (bounded waits) and a fresh one is formed."""
+        import ray
+
+        refs = [a.close_weight_sync.remote() for j, a in enumerate(self.rollouts) if j != skip]
+        refs += [l.close_weight_sync.remote() for l in self.learners]
+        ray.wait(refs, num_returns=len(refs), timeout=self.recipe.rollout.engine_timeout_s)
+        self.init_weight_sync()
+
+    def _stream_scored(self, rows: list[dict], prompts: list[str], batch) -> tuple[list, list[list], float]:
+        """Stream a submitted batch, scoring each group the moment it finishes (while the others still
+        generate). Returns the groups' results and scores in prompt order, and the verification seconds."""
+        scores: dict = {}
+        t_ver = 0.0
+
+        def score_group(k, res):
+            nonlocal t_ver
+            t0 = time.time()
+            scores[k] = self.score(rows, prompts, res.completions)  # completions carry prompt_index k
+            res.t_scored = time.time()
+            t_ver += res.t_scored - t0
+
+        self.collect(batch, score_group)
+        return [batch.results[k] for k in range(len(rows))], [scores[k] for k in range(len(rows))], t_ver
+
     def _generate_and_score(self, rows: list[dict], prompts: list[str], *, greedy: bool = False):
-        """Completions in prompt order (groups contiguous), each prompt's token ids, their scores, and both phases' seconds."""
-        comps, prompt_ids, _, t_gen = self.collect(self.submit(prompts, greedy=greedy))
+        """Completions in prompt order (groups contiguous), each prompt's token ids, their scores, and the
+        generation (wall, less scoring) and verification seconds."""
         t0 = time.time()
-        scores = self.score(rows, prompts, comps)
-        return comps, prompt_ids, scores, t_gen, time.time() - t0
+        results, scores, t_ver = self._stream_scored(rows, prompts, self.submit(prompts, greedy=greedy))
+        comps = [c for res in results for c in res.completions]
+        return comps, [res.prompt_token_ids for res in results], [s for g in scores for s in g], time.time() - t0 - t_ver, t_ver
 
     def score(self, rows: list[dict], prompts: list[str], comps: list) -> list:
         return self.pool.score(VerifyRequest.for_completions(rows, prompts, comps))
@@ -244,16 +257,69 @@ class Trainer:
         ray.get(handles)
 
     def sync_weights(self, bump: bool = True) -> dict:
-        """Broadcast the learner's weights to every engine; `bump` makes them a new policy version."""
-        import ray
+        """Broadcast the learner's weights to every engine; `bump` makes them a new policy version.
 
+        Engines are paused for the load: with `train.inflight_updates` their unfinished sequences stay
+        and continue under the new weights; otherwise they finish first. An engine that died while the
+        learner trained, or dies or stops answering during the broadcast, is restarted and the broadcast
+        is redone over a re-formed group.
+        """
         if bump:
             self.version += 1
-        bucket = self.recipe.train.sync_bucket_mb << 20
-        recv = [a.receive_weights.remote(self.specs, bucket, self.version) for a in self.rollouts]
-        sent = ray.get([l.send_weights.remote(bucket) for l in self.learners])
-        ray.get(recv)
-        return {"bytes": sent[0]["bytes"]}
+        self.scheduler.check_health(list(range(len(self.rollouts))))  # died during training: restarted and re-synced here
+        for _ in range(3):
+            failed, out = self._broadcast()
+            if not failed:
+                return out
+            for i, err in failed.items():
+                self.faults["rollout_restarts"] += 1
+                self.progress.print(f"[yellow]vLLM engine {i} failed during a weight sync ({type(err).__name__}); restarting it[/yellow]")
+                self._restart_engine(i)
+            self._reform_weight_sync()
+        raise RuntimeError("weight sync failed three times in a row")
+
+    def _broadcast(self) -> tuple[dict, dict]:
+        """One broadcast: ({engine: error} for engines that failed, {bytes, requests_in_flight})."""
+        import ray
+
+        ro, bucket = self.recipe.rollout, self.recipe.train.sync_bucket_mb << 20
+        errors = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.RayTaskError)
+        recv = {a.receive_weights.remote(self.specs, bucket, self.version, self.recipe.train.inflight_updates): i
+                for i, a in enumerate(self.rollouts)}
+        send = [l.send_weights.remote(bucket) for l in self.learners]
+        failed: dict = {}
+        done: dict = {}
+        pending = list(recv)
+        while pending:  # no deadline on a healthy engine finishing its requests (mode wait); a silent one is dead
+            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=ro.health_interval_s)
+            for ref in ready:
+                try:
+                    done[recv[ref]] = ray.get(ref)
+                except errors as e:
+                    failed[recv[ref]] = e
+            if failed:
+                break
+            for ref in pending:
+                try:
+                    ray.get(self.rollouts[recv[ref]].health.remote(), timeout=ro.engine_timeout_s)
+                except (ray.exceptions.GetTimeoutError, *errors) as e:
+                    failed[recv[ref]] = e
+            if failed:
+                break
+        try:
+            sent = ray.get(send, timeout=ro.engine_timeout_s if failed else None)
+        except (ray.exceptions.GetTimeoutError, *errors) as e:
+            if not failed:
+                raise
+            sent = None
+        if failed:  # the others may be stuck in the broadcast: give them a bounded time to fail or finish
+            for l in self.learners:
+                l.close_weight_sync.remote()
+            ready, stuck = ray.wait(pending, num_returns=len(pending), timeout=ro.engine_timeout_s) if pending else ([], [])
+            for ref in stuck:
+                failed[recv[ref]] = TimeoutError("stuck in a weight sync whose group lost a member")
+            return failed, {}
+        return {}, {"bytes": sent[0]["bytes"], "requests_in_flight": sum(d["requests_in_flight"] for d in done.values())}
 
     def evaluate(self) -> float:
         rows = self.prep.eval_rows
@@ -274,18 +340,17 @@ class Trainer:
         self.timings["eval"] += time.time() - t0
         return summary["accuracy"]
 
-    def _fresh_groups(self, rows: list[dict], pending: "Pending") -> tuple[list["Group"], float, float]:
-        """Collect a submitted batch and score it into groups; returns the groups and the generation/verify seconds."""
-        comps, prompt_ids, t_engine, _ = self.collect(pending)
-        t0 = time.time()
-        scores = self.score(rows, pending.prompts, comps)
-        t_ver = time.time() - t0
-        n = len(comps) // max(1, len(rows))
-        groups = [Group(rows[k], pending.prompts[k], prompt_ids[k], comps[k * n:(k + 1) * n], scores[k * n:(k + 1) * n])
-                  for k in range(len(rows))]
-        for g in groups:
+    def _fresh_groups(self, rows: list[dict], prompts: list[str], batch) -> tuple[list["Group"], float, float]:
+        """Stream a submitted batch into scored groups; returns the groups and the generation/verify seconds."""
+        results, scores, t_ver = self._stream_scored(rows, prompts, batch)
+        groups = []
+        for k, (row, res) in enumerate(zip(rows, results)):
+            g = Group(row, prompts[k], res.prompt_token_ids, res.completions, scores[k], engine=res.engine_index,
+                      t_finished=res.t_end, t_scored=res.t_scored)
             g.rewards = self._rewards(g)
-        return groups, t_engine, t_ver
+            groups.append(g)
+        engine_s = max((g.t_finished for g in groups), default=batch.t_submit) - batch.t_submit
+        return groups, engine_s, t_ver
 
     def _rewards(self, g: "Group") -> list[float]:
         """Verifier scores, plus DAPO's soft overlong penalty when configured."""
@@ -314,11 +379,12 @@ class Trainer:
         t_step = time.time()
         if not self.in_flight:
             self.enqueue()
-        rows, pending, _ = self.in_flight.popleft()
+        rows, prompts, batch, _ = self.in_flight.popleft()
         # async_steps k: the next k batches generate while this one is scored and learnt
         while len(self.in_flight) < r.train.async_steps and self.step + 1 + len(self.in_flight) < r.train.steps:
             self.enqueue()
-        groups, t_gen, t_ver = self._fresh_groups(rows, pending)
+        groups, t_gen, t_ver = self._fresh_groups(rows, prompts, batch)
+        reruns = batch.reruns
         t_wait = time.time() - t_step - t_ver
         target = r.train.prompts_per_step
         extra_rounds = 0
@@ -338,7 +404,10 @@ class Trainer:
                and (a.dynamic_sampling or any(stale_flags))):
             extra_rounds += 1
             more_rows = self.stream.take(min(target, 2 * (target - usable)))
-            more, tg, tv = self._fresh_groups(more_rows, self.submit([render_prompt(self.prep.tokenizer, x) for x in more_rows]))
+            more_prompts = [render_prompt(self.prep.tokenizer, x) for x in more_rows]
+            more_batch = self.submit(more_prompts)
+            more, tg, tv = self._fresh_groups(more_rows, more_prompts, more_batch)
+            reruns += more_batch.reruns
             groups += more
             t_gen, t_ver = t_gen + tg, t_ver + tv
             informative, stale_flags = flags(groups)
@@ -354,14 +423,16 @@ class Trainer:
         if a.overlong_filter:
             batch["response_mask"] = overlong_filter(batch["response_mask"], torch.tensor([c.finish_reason == "length" for c in comps]))
             batch["total_tokens"] = float(batch["response_mask"].sum())
+        self.last_train_batch = batch  # what the learner trained on (token-exactness tests read it)
         t0 = time.time()
         outs = ray.get([l.train_step.remote(shard) for l, shard in zip(self.learners, shard_by_groups(batch, len(self.learners)))])
         t_train = time.time() - t0
         t0 = time.time()
-        self.sync_weights()
+        trained_version = self.version
+        sync = self.sync_weights()
         t_sync = time.time() - t0
         self.step += 1
-        self.trained_stream_state = self.in_flight[0][2] if self.in_flight else self.stream.state_dict()
+        self.trained_stream_state = self.in_flight[0][3] if self.in_flight else self.stream.state_dict()
 
         m = {"step": self.step, "policy_version": self.version}
         scores = [s.score for g in chosen for s in g.scores]
@@ -388,7 +459,14 @@ class Trainer:
         m["response_length/truncated"] = _mean(c.finish_reason == "length" for c in comps)
         lags = [self.version - 1 - g.version for g in chosen]  # versions behind the policy that was trained
         m.update({"staleness/mean": _mean(lags), "staleness/max": max(lags),
-                  "staleness/dropped_samples": sum(len(g.comps) for g, old in zip(groups, stale_flags) if old)})
+                  "staleness/dropped_samples": sum(len(g.comps) for g, old in zip(groups, stale_flags) if old),
+                  # tokens sampled by a policy older than the one trained (in-flight updates mix versions in a sequence)
+                  "staleness/token_fraction": sum(c.tokens_older_than(trained_version) for c in comps) / max(1, sum(len(c.token_ids) for c in comps)),
+                  "inflight/sequences_updated": sum(c.last_version != c.policy_version for c in comps),
+                  "inflight/requests_at_sync": sync["requests_in_flight"],
+                  "rollout/groups_rerun": reruns})
+        # Streaming: how long before the batch's last group finished its first group was already scored.
+        m["rollout/first_scored_before_last_finished_s"] = max(g.t_finished for g in groups) - min(g.t_scored for g in groups)
         generated = sum(len(c.token_ids) for g in groups for c in g.comps)  # dropped groups were generated too
         m.update({"time/generation": t_gen, "time/generation_wait": t_wait, "time/verify": t_ver, "time/training": t_train,
                   "time/weight_sync": t_sync, "time/step": time.time() - t_step,
@@ -418,7 +496,8 @@ class Trainer:
         """Draw the next batch and start generating it; it remembers the stream position before it was drawn."""
         state = self.stream.state_dict()
         rows = self.stream.next_batch()
-        self.in_flight.append((rows, self.submit([render_prompt(self.prep.tokenizer, row) for row in rows]), state))
+        prompts = [render_prompt(self.prep.tokenizer, row) for row in rows]
+        self.in_flight.append((rows, prompts, self.submit(prompts), state))
 
     # ------------------------------------------------------------------ the run
 
@@ -458,9 +537,8 @@ class Trainer:
         """Wait out generations still in flight (async), so no engine is busy when weights are saved or evaluated."""
         import ray
 
-        while self.in_flight:
-            _, pending, _ = self.in_flight.popleft()
-            ray.wait(pending.futures, num_returns=len(pending.futures))
+        self.in_flight.clear()
+        self.scheduler.drain()
 
     def save_final(self) -> None:
         import ray
@@ -500,17 +578,6 @@ class Trainer:
 
 
 @dataclass
-class Pending:
-    """A generation request in flight on the engines."""
-
-    prompts: list[str]
-    parts: list[slice]
-    futures: list
-    kwargs: dict
-    t_submit: float
-
-
-@dataclass
 class Group:
     """One prompt's n completions with their scores, and the policy version that sampled them."""
 
@@ -519,6 +586,9 @@ class Group:
     prompt_ids: list[int]
     comps: list
     scores: list
+    engine: int = 0
+    t_finished: float = 0.0  # when its engine finished it
+    t_scored: float = 0.0  # when its scores came back
     rewards: list[float] = field(default_factory=list)  # scores plus the overlong penalty, set once scored
 
     @property

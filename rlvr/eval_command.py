@@ -6,6 +6,7 @@ VerifierPool, numbers from rlvr.evaluation. Every input check happens before vLL
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -141,18 +142,34 @@ def cmd_eval(args) -> int:
     from rlvr.actors.rollout import RolloutActor
     from rlvr.verifiers import VerifierConfig, VerifierPool, VerifyRequest
 
+    from rlvr.data import encode_prompts
+
     t0 = time.time()
+    # The whole device is ours here (no learner beside the engine), hence the higher memory share.
+    engine = RolloutActor(args.model, seed=args.seed, dtype=args.dtype, max_model_len=args.max_model_len,
+                          gpu_memory_utilization=0.9)
+    kwargs = dict(n=1 if inp.greedy else args.n, temperature=inp.temperature, max_tokens=args.max_tokens,
+                  greedy=inp.greedy, track_versions=False)
+
+    async def generate_all():
+        t_gen = None
+        try:
+            await engine.ready()
+            t_gen = time.time()
+            results = await asyncio.gather(*(engine.generate(ids, prompt_index=k, **kwargs)
+                                             for k, ids in enumerate(encode_prompts(inp_tokenizer, prompts))))
+            return results, time.time() - t_gen
+        finally:
+            await engine.shutdown()
+
     try:
-        # The whole device is ours here (no learner beside the engine), hence the higher memory share.
-        engine = RolloutActor(args.model, seed=args.seed, dtype=args.dtype, max_model_len=args.max_model_len,
-                              gpu_memory_utilization=0.9)
+        inp_tokenizer = load_tokenizer(args.model)
+        results, t_generation = asyncio.run(generate_all())
     except RuntimeError as e:
         print(f"rlvr: error: {e}", file=sys.stderr)
         return 1
-    t_start = time.time() - t0
-    result = engine.generate(prompts, n=1 if inp.greedy else args.n, temperature=inp.temperature,
-                             max_tokens=args.max_tokens, greedy=inp.greedy, seed=args.seed)
-    comps = result.completions
+    t_start = time.time() - t0 - t_generation
+    comps = [c for res in results for c in res.completions]
     t0 = time.time()
     with VerifierPool(VerifierConfig(plugins=args.plugin or [])) as pool:
         scores = pool.score(VerifyRequest.for_completions(rows, prompts, comps))
@@ -167,7 +184,7 @@ def cmd_eval(args) -> int:
     if args.out is not None:
         report = {"model": args.model, "data": args.data, "n": summary["n"], "greedy": inp.greedy,
                   "temperature": 0.0 if inp.greedy else inp.temperature, "max_tokens": args.max_tokens,
-                  "seed": args.seed, "seconds": {"engine_start": t_start, "generation": result.seconds,
+                  "seed": args.seed, "seconds": {"engine_start": t_start, "generation": t_generation,
                                                  "verify": t_verify},
                   "summary": summary, "samples": records}
         Path(args.out).write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")

