@@ -147,7 +147,7 @@ class Trainer:
         ro = self.recipe.rollout
         return dict(n=ro.n, temperature=ro.temperature, top_p=ro.top_p, max_tokens=ro.max_tokens, greedy=greedy)
 
-    def submit(self, prompts: list[str], *, greedy: bool = False):
+    def submit(self, prompts: list[str], *, greedy: bool = False, per_group: list[dict] | None = None):
         """Start generating `prompts` (rendered once to token ids here): one request per group, routed by the scheduler."""
         import ray
 
@@ -156,7 +156,7 @@ class Trainer:
         seed = (self.recipe.seed * 1_000_003 + self.gen_calls * 101) % (2**31)
         for i, a in enumerate(self.rollouts):
             a.reseed.remote(seed + 7919 * i)
-        return self.scheduler.submit(encode_prompts(self.prep.tokenizer, prompts), **self._gen_kwargs(greedy))
+        return self.scheduler.submit(encode_prompts(self.prep.tokenizer, prompts), per_group, **self._gen_kwargs(greedy))
 
     def collect(self, batch, on_group=None) -> tuple[list, list, float]:
         """Completions in prompt order, each prompt's token ids, and wall seconds. `on_group(k, result)`
@@ -423,7 +423,7 @@ class Trainer:
         if a.overlong_filter:
             batch["response_mask"] = overlong_filter(batch["response_mask"], torch.tensor([c.finish_reason == "length" for c in comps]))
             batch["total_tokens"] = float(batch["response_mask"].sum())
-        self.last_train_batch = batch  # what the learner trained on (token-exactness tests read it)
+        self.last_trained = (chosen, batch)  # the groups and the learner's batch (token-exactness tests read them)
         t0 = time.time()
         outs = ray.get([l.train_step.remote(shard) for l, shard in zip(self.learners, shard_by_groups(batch, len(self.learners)))])
         t_train = time.time() - t0

@@ -269,7 +269,9 @@ class RolloutActor:
         paused_with = self.running
         try:
             await llm.collective_rpc("receive_weights", args=(specs, bucket_bytes))
-            await llm.reset_prefix_cache()  # cached prefixes were computed by the old weights
+            # Cached KV was computed by the old weights: drop it, also that of paused requests (they are
+            # preempted and recompute their prefix on resume), so every later token is the new policy's.
+            await llm.reset_prefix_cache(reset_running_requests=inflight)
             self.policy_version = version
         finally:
             await llm.resume_generation()

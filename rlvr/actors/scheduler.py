@@ -24,6 +24,7 @@ class Batch:
 
     prompt_ids: list[list[int]]
     kwargs: dict
+    per_group: list[dict] | None = None  # settings that differ by group (e.g. max_tokens), over kwargs
     t_submit: float = field(default_factory=time.time)
     results: dict = field(default_factory=dict)  # group index -> GroupResult
     delivered: set = field(default_factory=set)
@@ -59,9 +60,9 @@ class RolloutScheduler:
     def _seqs(self, req: _Request) -> int:
         return 1 if req.batch.kwargs.get("greedy") else req.batch.kwargs["n"]
 
-    def submit(self, prompt_ids: list[list[int]], **kwargs) -> Batch:
+    def submit(self, prompt_ids: list[list[int]], per_group: list[dict] | None = None, **kwargs) -> Batch:
         """Queue one group per prompt; returns at once. kwargs: generate()'s sampling settings."""
-        batch = Batch([list(p) for p in prompt_ids], kwargs)
+        batch = Batch([list(p) for p in prompt_ids], kwargs, per_group)
         self.queue.extend(_Request(batch, k) for k in range(len(prompt_ids)))
         self._dispatch()
         return batch
@@ -78,7 +79,8 @@ class RolloutScheduler:
 
     def _send(self, req: _Request, i: int) -> None:
         req.engine = i
-        req.ref = self.engines[i].generate.remote(req.batch.prompt_ids[req.index], prompt_index=req.index, **req.batch.kwargs)
+        kwargs = {**req.batch.kwargs, **(req.batch.per_group[req.index] if req.batch.per_group else {})}
+        req.ref = self.engines[i].generate.remote(req.batch.prompt_ids[req.index], prompt_index=req.index, **kwargs)
         self.running[req.ref] = req
         self.load[i] += self._seqs(req)
 

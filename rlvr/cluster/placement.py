@@ -257,7 +257,7 @@ class Placement:
             opts = self._options("colocated", engine, ro.num_cpus, ro.num_gpus / 2)
         else:
             opts = self._options("rollout", engine, ro.num_cpus, ro.num_gpus * ro.tensor_parallel_size)
-        opts["max_restarts"] = 2
+        opts["max_restarts"] = -1  # the controller bounds recoveries itself (a group fails on at most 3 engines)
         threads = max(1, math.floor(ro.num_cpus))
         opts["runtime_env"] = {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(max(1, int(ro.kv_cache_gib))),
                                             "OMP_NUM_THREADS": str(threads)}}

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import ray
+import torch
 
 from rlvr.config import load_recipe
 from rlvr.controller import Trainer, prepare
@@ -30,7 +31,10 @@ def run(toy_dir, tmp_path_factory):
         state = {"rollout_fp0": ray.get(trainer.rollouts[0].weights_fingerprint.remote()),
                  "learner_fp0": ray.get(trainer.learners[0].fingerprint.remote())}
         state["acc0"] = trainer.evaluate()
-        state["metrics"] = [trainer.train_step(), trainer.train_step()]
+        state["metrics"], state["trained"] = [], []
+        for _ in range(2):
+            state["metrics"].append(trainer.train_step())
+            state["trained"].append(trainer.last_trained)
         state["rollout_fp1"] = ray.get(trainer.rollouts[0].weights_fingerprint.remote())
         state["learner_fp1"] = ray.get(trainer.learners[0].fingerprint.remote())
         state["acc1"] = trainer.evaluate()
@@ -77,3 +81,19 @@ def test_weight_sync_is_exact(run):
     # ...and the check has teeth: the policy's greedy answers did change over the two steps.
     first = [json.loads(line) for line in open(run["run_dir"] / "eval_samples.jsonl")][:48]
     assert any(a["completion"] != b["completion"] for a, b in zip(first, samples))
+
+
+def test_learner_trains_on_exactly_the_engine_tokens(run):
+    """Token in, token out: each learner row is the prompt ids the engine was given followed by the ids it
+    sampled, the response mask covers exactly those, and the learner's log-probs agree with vLLM's."""
+    for groups, batch in run["trained"]:
+        comps = [(g.prompt_ids, c) for g in groups for c in g.comps]
+        assert len(comps) == batch["input_ids"].shape[0] == 32 * 8
+        for i, (prompt_ids, c) in enumerate(comps):
+            n = int(batch["attention_mask"][i].sum())
+            assert batch["input_ids"][i, :n].tolist() == prompt_ids + c.token_ids
+            mask = batch["response_mask"][i]  # aligned with the predicted token: position t predicts t+1
+            assert mask.nonzero().flatten().tolist() == list(range(len(prompt_ids) - 1, n - 1))
+            assert torch.equal(batch["rollout_logprobs"][i, len(prompt_ids) - 1:n - 1], torch.tensor(c.logprobs, dtype=torch.float))
+    for m in run["metrics"]:
+        assert m["drift/abs_logprob_diff"] < 1e-4, m["drift/abs_logprob_diff"]

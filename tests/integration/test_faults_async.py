@@ -1,14 +1,15 @@
 """Faults and the async pipeline on the real stack (Ray + vLLM + DeepSpeed).
 
 - Two engines split a batch and both receive every weight broadcast.
-- A vLLM engine killed while it generates is restarted by Ray, re-synced to the current weights,
-  and its prompts are generated again; the step completes and the event is in the metrics.
+- An engine killed during generation, during training, during the weight sync, or its EngineCore
+  process killed under a live actor: restarted, re-synced, its groups run again; the run goes on.
 - With `train.async_steps: 1`, generation runs one policy version ahead: samples carry the version
   that produced them, staleness is 1 from the second step on, and nothing older is trained on.
   The same run checks DAPO's dynamic sampling and soft overlong penalty in the controller.
 """
 
 import threading
+import time
 
 import pytest
 import ray
@@ -29,36 +30,82 @@ def _trainer(toy_dir, out, name, *extra):
     return Trainer(prepare(recipe))
 
 
-def test_killed_engine_is_restarted_resynced_and_regenerates(toy_dir, tmp_path):
-    trainer = _trainer(toy_dir, tmp_path, "fault", "train.steps=3", "learner.lr=5e-3")
+def _pid(engine):
+    return ray.get(engine.__ray_call__.remote(lambda self: __import__("os").getpid()))
+
+
+def test_engine_dies_at_any_moment_and_the_run_goes_on(toy_dir, tmp_path):
+    """An engine killed during generation, between generation and the weight sync (i.e. while the
+    learner trains), during the broadcast itself, and vLLM's own EngineCore process killed under a
+    live actor: each time the engine is restarted, re-synced, its unfinished groups run again, and
+    the step completes on the current weights."""
+    trainer = _trainer(toy_dir, tmp_path, "fault", "train.steps=6", "learner.lr=5e-3", "rollout.health_interval_s=1",
+                       "rollout.engine_timeout_s=20")
     try:
         trainer.start()
         m1 = trainer.train_step()
         assert m1["fault/rollout_restarts"] == 0
         engine = trainer.rollouts[0]
-        pid_before = ray.get(engine.__ray_call__.remote(lambda self: __import__("os").getpid()))
-        # Kill the engine while step 2's generation is in flight.
+        pids = [_pid(engine)]
+
+        # 1. Killed while step 2's generation is in flight.
         original_submit = trainer.submit
 
         def submit_then_kill(*args, **kwargs):
-            pending = original_submit(*args, **kwargs)
+            batch = original_submit(*args, **kwargs)
             threading.Timer(0.05, lambda: ray.kill(engine, no_restart=False)).start()
-            return pending
+            return batch
 
         trainer.submit = submit_then_kill
         m2 = trainer.train_step()
         trainer.submit = original_submit
-        assert m2["fault/rollout_restarts"] == 1
+        assert m2["fault/rollout_restarts"] == 1 and m2["rollout/groups_rerun"] > 0
         assert m2["step"] == 2 and m2["policy_version"] == 2
         assert m2["response_length/mean"] > 0 and 0.0 <= m2["reward/mean"] <= 1.0  # the regenerated samples were trained on
-        pid_after = ray.get(engine.__ray_call__.remote(lambda self: __import__("os").getpid()))
-        assert pid_after != pid_before  # a new process: Ray restarted the actor
-        # The restarted engine serves the learner's current weights, not the initial checkpoint.
+        pids.append(_pid(engine))
+
+        # 2. Killed after generation, before the weight sync (the learner was training).
+        original_sync = trainer.sync_weights
+
+        def kill_then_sync(*args, **kwargs):
+            ray.kill(engine, no_restart=False)
+            trainer.sync_weights = original_sync
+            return original_sync(*args, **kwargs)
+
+        trainer.sync_weights = kill_then_sync
         m3 = trainer.train_step()
-        assert m3["drift/abs_logprob_diff"] < 1e-3, m3["drift/abs_logprob_diff"]
-        assert m3["fault/rollout_restarts"] == 1
+        assert m3["fault/rollout_restarts"] == 2 and m3["policy_version"] == 3
+        pids.append(_pid(engine))
+
+        # 3. Killed inside the broadcast: the group is formed, the engine's receive is issued.
+        original_broadcast = trainer._broadcast
+
+        def kill_in_broadcast():
+            trainer._broadcast = original_broadcast
+            threading.Timer(0.01, lambda: ray.kill(engine, no_restart=False)).start()
+            time.sleep(0.005)
+            return original_broadcast()
+
+        trainer._broadcast = kill_in_broadcast
+        m4 = trainer.train_step()
+        assert m4["fault/rollout_restarts"] == 3 and m4["policy_version"] == 4
+        pids.append(_pid(engine))
+
+        # 4. vLLM's EngineCore process SIGKILLed under a live actor (what an out-of-memory kill hits first).
+        core = ray.get(engine.engine_core_pids.remote())
+        assert core
+        ray.get(engine.__ray_call__.remote(lambda self, ps: [__import__("os").kill(p, 9) for p in ps], core))
+        m5 = trainer.train_step()
+        assert m5["fault/rollout_restarts"] == 4 and m5["policy_version"] == 5
+        pids.append(_pid(engine))
+
+        # After all of it the engine serves the learner's current weights, not an old or initial checkpoint.
+        m6 = trainer.train_step()
+        assert m6["drift/abs_logprob_diff"] < 1e-3, m6["drift/abs_logprob_diff"]
+        assert m6["fault/rollout_restarts"] == 4 and m6["fault/recovery_seconds"] > 0
     finally:
         trainer.shutdown()
+    assert len(set(pids)) == len(pids)  # a new actor process after every kill
 
 
 def test_async_pipeline_with_dynamic_sampling_and_overlong_penalty(toy_dir, tmp_path):
@@ -83,18 +130,21 @@ def test_async_pipeline_with_dynamic_sampling_and_overlong_penalty(toy_dir, tmp_
 
 
 def test_two_engines_share_the_batch_and_both_receive_every_update(toy_dir, tmp_path):
+    # At most one group (8 sequences) per engine at a time: the rest wait in the scheduler and go to
+    # whichever engine frees up first.
     trainer = _trainer(toy_dir, tmp_path, "two-engines", "train.steps=2", "rollout.engines=2", "rollout.num_cpus=0.5",
-                       "learner.lr=5e-3")
+                       "rollout.max_seqs_per_engine=8", "learner.lr=5e-3")
     try:
         trainer.start()
         before = ray.get([a.weights_fingerprint.remote() for a in trainer.rollouts])
-        pending = trainer.submit(["<|user|>What is 1 + 2?<|assistant|>"] * 6)
-        assert [s.stop - s.start for s in pending.parts] == [3, 3]  # equal shares before any speed is measured
-        trainer.collect(pending)
+        batch = trainer.submit(["<|user|>What is 1 + 2?<|assistant|>"] * 6)
+        assert sorted(trainer.scheduler.load) == [8, 8] and len(trainer.scheduler.queue) == 4
+        comps, _, _ = trainer.collect(batch)
+        assert len(comps) == 48 and sorted({batch.results[k].engine_index for k in range(6)}) == [0, 1]
         m = trainer.train_step()
         after = ray.get([a.weights_fingerprint.remote() for a in trainer.rollouts])
     finally:
         trainer.shutdown()
     assert before[0] == before[1] and after[0] == after[1]  # one broadcast reached both engines
     assert after[0] != before[0] and m["policy_version"] == 1
-    assert all(sp > 1.0 for sp in trainer.engine_speed)  # both engines' speeds were measured for the next split
+    assert min(trainer.scheduler.served) > 0 and sum(trainer.scheduler.served) == 6 + 16
