@@ -158,6 +158,25 @@ def cmd_check_final(args) -> int:
     return 0 if ok == total else 1
 
 
+def cmd_scale(args) -> int:
+    """Ask a running `rlvr train` to grow or shrink its engine pool (it applies the request at its next step)."""
+    import json
+
+    run = Path(args.run_dir)
+    if not (run / "config.yaml").is_file():
+        return _fail(f"RUN: {run} is not a run directory (runs/<name>, with config.yaml); for a Ray job, run "
+                     "`rlvr scale` on the cluster's head node with the job's run directory")
+    if (run / "summary.json").is_file():
+        return _fail(f"RUN: {run} has finished (summary.json): nothing to scale")
+    if args.engines < 1:
+        return _fail("--engines: must be >= 1")
+    tmp = run / "scale.json.tmp"
+    tmp.write_text(json.dumps({"engines": args.engines}))
+    tmp.replace(run / "scale.json")  # atomic: the controller never reads half a request
+    print(f"asked {run} for {args.engines} engine(s); it applies this at its next step (see rollout/engines in metrics.jsonl)")
+    return 0
+
+
 def cmd_plot(args) -> int:
     from rlvr.plot import plot_run
 
@@ -218,7 +237,7 @@ def cmd_bench(args) -> int:
         print(format_result(bench_weight_sync(int(args.gb * 1e9), args.bucket_mb, args.backend, dtype=args.dtype)))
         return 0
     if args.what == "rollout":
-        from rlvr.actors.bench import bench_rollout, format_rollout
+        from rlvr.bench_loop import bench_rollout, format_rollout
         from rlvr.config import RecipeError
 
         try:
@@ -355,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("run_dir")
     cf.set_defaults(fn=cmd_check_final)
 
+    sc = sub.add_parser("scale", help="grow or shrink a running training's vLLM engine pool")
+    sc.add_argument("run_dir", metavar="RUN", help="the run directory (runs/<name>)")
+    sc.add_argument("--engines", type=int, required=True, help="engines wanted")
+    sc.set_defaults(fn=cmd_scale)
+
     pl = sub.add_parser("plot", help="write PNG charts of a run's metrics")
     pl.add_argument("run_dir")
     pl.set_defaults(fn=cmd_plot)
@@ -394,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     bv = bsub.add_parser("verifiers", help="checks per second of each built-in verifier, through the worker pool")
     bv.add_argument("--quick", action="store_true", help="a quarter of the work")
     bv.add_argument("--workers", type=int, default=2, help="verifier worker processes (default 2)")
-    br = bsub.add_parser("rollout", help="in-loop vs raw vLLM tokens/s, async step ratio, weight-sync GB/s")
+    br = bsub.add_parser("rollout", help="in-loop vs raw AsyncLLM tokens/s, long-tail pipeline speed-up, async step ratio, weight-sync GB/s")
     br.add_argument("--recipe", help="recipe to measure (default: recipes/toy_addition_cpu.yaml)")
     br.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)")
     br.add_argument("--steps", type=int, default=8, help="RL steps per measurement (default 8)")

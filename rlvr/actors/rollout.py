@@ -26,7 +26,9 @@ class Completion:
     text: str
     finish_reason: str
     policy_version: int  # the version that sampled the first token: staleness is bounded by it
-    version_spans: list[tuple[int, int]] = field(default_factory=list)  # (version, tokens) in order
+    version_spans: list[tuple[int, int]] = field(default_factory=list)  # (version, tokens) in order, sampled tokens only
+    loss_mask: list[int] | None = None  # multi-turn: 1 on sampled tokens, 0 on observations (None: all sampled)
+    trajectory: dict | None = None  # multi-turn: messages, turns, reason, step_rewards, info
 
     @property
     def last_version(self) -> int:
@@ -184,24 +186,19 @@ class RolloutActor:
 
         return [p.pid for p in psutil.Process().children(recursive=True) if "EngineCore" in " ".join(p.cmdline() or [p.name()])]
 
-    async def generate(self, prompt_ids: list[int], *, n: int, temperature: float, top_p: float = 1.0,
-                       max_tokens: int = 16, greedy: bool = False, ignore_eos: bool = False, prompt_index: int = 0,
-                       track_versions: bool = True) -> GroupResult:
-        """n completions of one prompt given as token ids. With `track_versions` the engine streams
-        deltas, and each token is tagged with the policy version current when it arrived."""
+    async def _sample(self, prompt_ids: list[int], params) -> tuple[list[list[int]], list[list[float]], list[str], list[list]]:
+        """Per sample of one request: ids, log-probs, finish reason, [[version, tokens], ...]. With a
+        streaming `params` each delta is tagged with the policy version current when it arrived."""
         from vllm.inputs import TokensPrompt
 
         llm = await self._engine()
         if llm.errored:
             raise EngineDead(f"vLLM engine {self.engine_index}: engine core is dead")
-        params = _sampling_params(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, greedy=greedy,
-                                  ignore_eos=ignore_eos, stream=track_versions)
-        k = 1 if greedy else n
+        k = params.n
         ids: list[list[int]] = [[] for _ in range(k)]
         lps: list[list[float]] = [[] for _ in range(k)]
         spans: list[list[list[int]]] = [[] for _ in range(k)]
         finish = [""] * k
-        t0 = time.time()
         self.running += k
         try:
             async for out in llm.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)), params,
@@ -209,27 +206,71 @@ class RolloutActor:
                 version = self.policy_version
                 for c in out.outputs:
                     new = list(c.token_ids)
+                    i = c.index
+                    if c.finish_reason:
+                        finish[i] = c.finish_reason
                     if not new:
                         continue
-                    i = c.index
                     ids[i].extend(new)
                     lps[i].extend(lp[t].logprob for t, lp in zip(new, c.logprobs or []))
                     if spans[i] and spans[i][-1][0] == version:
                         spans[i][-1][1] += len(new)
                     else:
                         spans[i].append([version, len(new)])
-                    if c.finish_reason:
-                        finish[i] = c.finish_reason
         except Exception as e:
             if llm.errored:
                 raise EngineDead(f"vLLM engine {self.engine_index}: engine core is dead ({type(e).__name__})") from None
             raise
         finally:
             self.running -= k
+        return ids, lps, finish, spans
+
+    async def generate(self, prompt_ids: list[int], *, n: int, temperature: float, top_p: float = 1.0,
+                       max_tokens: int = 16, greedy: bool = False, ignore_eos: bool = False, prompt_index: int = 0,
+                       track_versions: bool = True) -> GroupResult:
+        """n completions of one prompt given as token ids. With `track_versions` the engine streams
+        deltas, and each token is tagged with the policy version current when it arrived."""
+        await self._engine()
+        params = _sampling_params(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, greedy=greedy,
+                                  ignore_eos=ignore_eos, stream=track_versions)
+        t0 = time.time()
+        ids, lps, finish, spans = await self._sample(prompt_ids, params)
         comps = [Completion(prompt_index, ids[i], lps[i], self.tokenizer.decode(ids[i], skip_special_tokens=True),
                             finish[i], spans[i][0][0] if spans[i] else self.policy_version, [tuple(s) for s in spans[i]])
-                 for i in range(k)]
+                 for i in range(len(ids))]
         return GroupResult(comps, list(prompt_ids), self.engine_index, t0, time.time())
+
+    async def run_env(self, row: dict, *, env: str, env_options: dict, plugins: list[str], limits: dict, n: int,
+                      temperature: float, top_p: float = 1.0, max_tokens: int = 16, greedy: bool = False,
+                      prompt_index: int = 0, **_) -> GroupResult:
+        """n multi-turn trajectories of one row in its environment, concurrently (environments/trajectory.py).
+        Environment steps and tools run in this actor's event loop, never inside the engine."""
+        from rlvr.environments import get_environment, load_environment_plugins
+        from rlvr.environments.trajectory import Limits, run_trajectory
+
+        llm = await self._engine()
+        if tuple(plugins) != getattr(self, "_env_plugins", None):
+            load_environment_plugins(plugins)
+            self._env_plugins = tuple(plugins)
+        lim = Limits(**{"max_tokens_per_turn": max_tokens, "max_total_tokens": llm.model_config.max_model_len, **limits})
+
+        async def turn(ids: list[int], budget: int):
+            params = _sampling_params(n=1, temperature=temperature, top_p=top_p, max_tokens=budget, greedy=greedy, stream=True)
+            out_ids, lps, finish, spans = await self._sample(ids, params)
+            return out_ids[0], lps[0], finish[0], [tuple(x) for x in spans[0]]
+
+        t0 = time.time()
+        trajs = await asyncio.gather(*(run_trajectory(get_environment(env, **env_options), row, self.tokenizer, turn, lim)
+                                       for _ in range(1 if greedy else n)))
+        comps = []
+        for t in trajs:
+            extra = {"messages": t.messages, "turns": t.turns, "reason": t.reason, "step_rewards": t.step_rewards,
+                     "info": t.info, "error": t.error}
+            comps.append(Completion(prompt_index, t.token_ids, t.logprobs, t.final_text, t.reason,
+                                    t.version_spans[0][0] if t.version_spans else self.policy_version,
+                                    list(t.version_spans), t.loss_mask, extra))
+        prompt_ids = trajs[0].prompt_ids if trajs else []
+        return GroupResult(comps, prompt_ids, self.engine_index, t0, time.time())
 
     async def raw_generate(self, prompts: list[list[int]], *, n: int, temperature: float, top_p: float = 1.0,
                            max_tokens: int = 16, greedy: bool = False, ignore_eos: bool = False) -> tuple[int, float]:

@@ -64,10 +64,10 @@ class RolloutScheduler:
         """Queue one group per prompt; returns at once. kwargs: generate()'s sampling settings."""
         batch = Batch([list(p) for p in prompt_ids], kwargs, per_group)
         self.queue.extend(_Request(batch, k) for k in range(len(prompt_ids)))
-        self._dispatch()
+        self.dispatch()
         return batch
 
-    def _dispatch(self) -> None:
+    def dispatch(self) -> None:
         """Send queued groups to the least-loaded engines while any engine has room (an empty engine always has)."""
         while self.queue:
             req = self.queue[0]
@@ -80,7 +80,10 @@ class RolloutScheduler:
     def _send(self, req: _Request, i: int) -> None:
         req.engine = i
         kwargs = {**req.batch.kwargs, **(req.batch.per_group[req.index] if req.batch.per_group else {})}
-        req.ref = self.engines[i].generate.remote(req.batch.prompt_ids[req.index], prompt_index=req.index, **kwargs)
+        if "env" in kwargs:  # a multi-turn row: the engine's actor runs its trajectories
+            req.ref = self.engines[i].run_env.remote(kwargs.pop("row"), prompt_index=req.index, **kwargs)
+        else:
+            req.ref = self.engines[i].generate.remote(req.batch.prompt_ids[req.index], prompt_index=req.index, **kwargs)
         self.running[req.ref] = req
         self.load[i] += self._seqs(req)
 
@@ -111,7 +114,7 @@ class RolloutScheduler:
                 if req.batch is batch:
                     batch.delivered.add(req.index)
                     yield req.index, res
-            self._dispatch()
+            self.dispatch()
             if not ready or time.time() - self.last_health > self.health_interval_s:
                 self.check_health()
 
@@ -147,7 +150,27 @@ class RolloutScheduler:
             if q.attempts > 3:
                 raise RuntimeError(f"a prompt group failed on {q.attempts} engines in a row; last error: {error}")
         self.queue.extendleft(q for _, q in reversed(lost))
-        self._dispatch()
+        self.dispatch()
+
+    def add_engine(self) -> None:
+        """The controller appended a ready, weight-synced engine to `engines`: start routing to it."""
+        self.load.append(0)
+        self.served.append(0)
+        self.dispatch()
+
+    def retire_last_engine(self) -> None:
+        """Stop routing to the last engine and hand its unfinished groups back to the queue (they run
+        again elsewhere; a result it still returns is dropped, so each group is delivered once)."""
+        import ray
+
+        i = len(self.load) - 1
+        lost = [(ref, q) for ref, q in self.running.items() if q.engine == i]
+        for ref, _ in lost:
+            ray.cancel(ref)
+            del self.running[ref]
+        self.queue.extendleft(q for _, q in reversed(lost))
+        self.load.pop()
+        self.served.pop()
 
     def drain(self) -> None:
         """Wait out every outstanding group (results kept in their batches)."""
@@ -162,6 +185,6 @@ class RolloutScheduler:
                     req.batch.results[req.index] = ray.get(ref)
                 except Exception:  # the batch is being thrown away; its engine is checked below
                     req.batch.delivered.add(req.index)
-            self._dispatch()
+            self.dispatch()
             if not ready:
                 self.check_health()

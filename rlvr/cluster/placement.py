@@ -263,6 +263,27 @@ class Placement:
                                             "OMP_NUM_THREADS": str(threads)}}
         return opts
 
+    def extra_rollout_options(self, engine: int, timeout_s: float = 1.0) -> dict | None:
+        """Options for an engine beyond the planned pool (elastic growth), in a one-bundle placement
+        group of its own; None when no node has room for it now."""
+        ro = self.recipe.rollout
+        bundle = {"CPU": ro.num_cpus, **({"GPU": ro.num_gpus * ro.tensor_parallel_size} if ro.num_gpus else {})}
+        pg = placement_group([bundle])
+        try:
+            ray.get(pg.ready(), timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            remove_placement_group(pg)
+            return None
+        self.pgs[f"extra-{engine}"] = pg
+        opts = {**self.rollout_options(0), "num_cpus": ro.num_cpus, "num_gpus": ro.num_gpus * ro.tensor_parallel_size,
+                "scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0)}
+        return opts
+
+    def release_extra(self, engine: int) -> None:
+        pg = self.pgs.pop(f"extra-{engine}", None)
+        if pg is not None:
+            remove_placement_group(pg)
+
     def remove(self) -> None:
         for pg in self.pgs.values():
             try:

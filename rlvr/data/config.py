@@ -17,6 +17,7 @@ class DataSourceConfig(BaseModel):
     count: int | None = Field(None, ge=0, description="take exactly this many rows (whole copies plus a seeded sample when more than available)")
     upsample: float | None = Field(None, gt=0, description="repeat the source this many times (2.5 = all rows twice plus half again)")
     verifier: str | None = Field(None, description="verifier name for rows that name none")
+    env: str | None = Field(None, description="environment for rows that name none (`env` column; None: single-turn)")
     name: str | None = Field(None, description="label of this source in reports and rows (default: the path)")
 
     @model_validator(mode="after")

@@ -69,7 +69,7 @@ def _load_one(src: DataSourceConfig, strict: bool) -> tuple[list[dict[str, Any]]
         rep.available += 1
         at = f"{src.path} {where}"
         row, reason = normalize_record(rec, source=src.label, index=index, where=at,
-                                       default_verifier=src.verifier)
+                                       default_verifier=src.verifier, default_env=src.env)
         if row is not None:
             valid.append(row)
             continue

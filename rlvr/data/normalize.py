@@ -13,7 +13,7 @@ ROLES = ("system", "user", "assistant", "tool")
 
 
 def normalize_record(rec: dict[str, Any], *, source: str, index: int, where: str,
-                     default_verifier: str | None) -> tuple[dict[str, Any] | None, str | None]:
+                     default_verifier: str | None, default_env: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
     """(row, None) for a usable record, (None, reason) for one to drop.
 
     Malformed structure (messages that are not role/content dicts) raises DataError: it
@@ -28,8 +28,13 @@ def normalize_record(rec: dict[str, Any], *, source: str, index: int, where: str
     verifier = _verifiers(rec, where) or ([default_verifier] if default_verifier else [])
     if not verifier:
         return None, "no verifier"
-    return {"messages": messages, "ground_truth": ground_truth, "verifier": verifier,
-            "source": source, "index": index}, None
+    row = {"messages": messages, "ground_truth": ground_truth, "verifier": verifier, "source": source, "index": index}
+    env = rec.get("env") or default_env  # a multi-turn environment; none: the single-turn case
+    if env is not None:
+        if not isinstance(env, str):
+            raise DataError(f"{where}: field 'env' must be an environment name (string), got {type(env).__name__}")
+        row["env"] = env
+    return row, None
 
 
 def _messages(rec: dict[str, Any], where: str) -> list[dict[str, str]]:

@@ -6,11 +6,14 @@ import torch
 
 
 def build_batch(prompt_ids: list[list[int]], response_ids: list[list[int]], rollout_logprobs: list[list[float]],
-                rewards: list[float], *, group_size: int, pad_id: int, temperature: float) -> dict:
+                rewards: list[float], *, group_size: int, pad_id: int, temperature: float,
+                loss_masks: list[list[int] | None] | None = None) -> dict:
     """Right-padded prompt+response sequences with masks aligned to the *predicted* token.
 
     Position t of response_mask / rollout_logprobs ([B, L-1]) describes input_ids[:, t+1], the
     token the model predicts from position t: the layout of the learner's log-probs (rlvr/learners/logprobs.py).
+    `loss_masks` (multi-turn): per response token, 1 where the policy sampled it, 0 on environment
+    observations (no loss, no KL); None for a row means every response token was sampled.
     """
     B = len(response_ids)
     assert B == len(prompt_ids) == len(rewards) == len(rollout_logprobs) and B % group_size == 0
@@ -23,7 +26,8 @@ def build_batch(prompt_ids: list[list[int]], response_ids: list[list[int]], roll
         n = len(p) + len(r)
         input_ids[i, :n] = torch.tensor(p + r)
         attention_mask[i, :n] = 1
-        response_mask[i, len(p) - 1: n - 1] = 1
+        lm = loss_masks[i] if loss_masks is not None else None
+        response_mask[i, len(p) - 1: n - 1] = 1 if lm is None else torch.tensor(lm, dtype=torch.float)
         old[i, len(p) - 1: len(p) - 1 + len(lp)] = torch.tensor(lp, dtype=torch.float)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "response_mask": response_mask,
             "rollout_logprobs": old, "rewards": torch.tensor(rewards, dtype=torch.float),

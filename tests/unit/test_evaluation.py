@@ -135,7 +135,7 @@ def test_trainer_evaluate_logs_the_breakdown(tmp_path):
 
     rows = [{"messages": [{"role": "user", "content": f"q{i}"}], "ground_truth": str(i), "verifier": ["math"],
              "source": "easy" if i < 2 else "hard", "index": i} for i in range(4)]
-    comps = [SimpleNamespace(prompt_index=i, text=t, finish_reason="stop", policy_version=3)
+    comps = [SimpleNamespace(prompt_index=i, text=t, finish_reason="stop", policy_version=3, trajectory=None)
              for i, t in enumerate(["0", "1", "2", "x"])]
     scores = [VerifyResult(1.0), VerifyResult(1.0), VerifyResult(1.0), VerifyResult(0.0)]
     sink = MetricsSink(tmp_path, {}, name="t", use_wandb=False, project="p")

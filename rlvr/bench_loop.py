@@ -1,0 +1,133 @@
+"""`rlvr bench rollout`: the RL loop's rollout path, as ratios measured in one run on one cluster.
+
+1. In-loop rollout tokens/s ÷ raw `AsyncLLM` tokens/s: each training step's generation (the
+   scheduler, one Ray call per group arriving at the engine at its own time, streamed deltas with
+   per-token version tags, decoding), from its first group's start to its last group's end, against
+   bare concurrent `AsyncLLM.generate` calls (final outputs only) on the same token ids, engine and
+   sampling settings, in the same actor. Both timed inside the actor. Target ≥ 0.95.
+2. Long tail: a tenth of the groups run 8x longer than the rest (per-group max_tokens, EOS ignored).
+   Step time of the batch loop (`async_steps: 0`: generate, then learn, then sync) ÷ step time of the
+   streamed pipeline (`async_steps: 1` with `inflight_updates`: the next batch generates while this
+   one is scored and learnt, and weight syncs do not wait for it). Target ≥ 1.5.
+3. Step time with `train.async_steps: 1` ÷ max(generation, training) on the ordinary recipe: how close
+   the pipeline comes to hiding the shorter phase behind the longer. Target ≤ 1.10.
+4. Weight-sync GB/s for a 1 GB model-shaped set of tensors over gloo (rlvr/cluster/bench.py). Target ≥ 2.
+
+It lives beside the controller because it drives the whole loop.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "toy_addition_cpu.yaml"
+
+
+def _long_tail(trainer, short: int, long: int):
+    """Wrap trainer.submit: every tenth group of a sampled batch gets `long` tokens, the rest `short` (EOS ignored)."""
+    original = trainer.submit
+
+    def submit(prompts, *, greedy=False, per_group=None):
+        if greedy:
+            return original(prompts, greedy=True)
+        per_group = [{"max_tokens": long if k % 10 == 0 else short, "ignore_eos": True} for k in range(len(prompts))]
+        return original(prompts, per_group=per_group)
+
+    trainer.submit = submit
+    return original
+
+
+def _steps(trainer, n: int) -> list[dict]:
+    return [trainer.train_step() for _ in range(n)]
+
+
+def bench_rollout(recipe_path: str | None = None, steps: int = 8, overrides: list[str] = (), sync_gb: float = 1.0) -> dict:
+    import ray
+
+    from rlvr.cluster.bench import bench_weight_sync
+    from rlvr.config import load_recipe
+    from rlvr.controller import Trainer, prepare
+    from rlvr.data import encode_prompts, render_prompt
+
+    recipe = load_recipe(recipe_path or DEFAULT_RECIPE, [
+        f"train.steps={10 * steps + 10}", "train.eval_every=0", "train.save_every=0", "train.max_minutes=null",
+        "logging.wandb=false", "logging.progress=false", "name=bench-rollout", "output_dir=runs/bench", *overrides])
+    trainer = Trainer(prepare(recipe))
+    out: dict = {"recipe": str(recipe_path or DEFAULT_RECIPE), "steps": steps}
+    try:
+        trainer.start()
+        trainer.train_step()  # warm-up: first-call costs stay out of every measurement
+        loop, raw = [], []
+        for i in range(steps):
+            # Raw AsyncLLM on the very same prompt ids, engine and sampling settings; before the step on odd
+            # iterations and after it on even ones, so neither side always finds the prefix cache warm.
+            stream = type(trainer.stream)(trainer.prep.train_rows, recipe.train.prompts_per_step, seed=recipe.data.seed)
+            stream.load_state_dict(trainer.stream.state_dict())
+            ids = encode_prompts(trainer.prep.tokenizer, [render_prompt(trainer.prep.tokenizer, r) for r in stream.next_batch()])
+
+            def raw_call():
+                tokens, seconds = ray.get(trainer.rollouts[0].raw_generate.remote(ids, **trainer._gen_kwargs(False)))
+                raw.append(tokens / seconds)
+
+            if i % 2:
+                raw_call()
+            loop.append(trainer.train_step()["throughput/rollout_tokens_per_s"])
+            if not i % 2:
+                raw_call()
+        out["loop_tokens_per_s"] = statistics.median(loop)
+        out["raw_tokens_per_s"] = statistics.median(raw)
+        out["loop_over_raw"] = out["loop_tokens_per_s"] / out["raw_tokens_per_s"]
+
+        t = trainer.recipe.train
+        t.async_steps = 1  # the same cluster, now pipelined
+        trainer.train_step()  # fills the pipeline
+        ms = _steps(trainer, steps)
+        out["async_step_s"] = statistics.median(m["time/step"] for m in ms)
+        out["async_generation_s"] = statistics.median(m["time/generation"] for m in ms)
+        out["async_training_s"] = statistics.median(m["time/training"] for m in ms)
+        out["async_step_over_max_phase"] = statistics.median(m["time/step"] / max(m["time/generation"], m["time/training"]) for m in ms)
+
+        # Long tail: the batch loop, then the streamed pipeline with in-flight updates, same engines.
+        trainer.drain()
+        short, long = 4, 32
+        _long_tail(trainer, short, long)
+        t.async_steps, t.inflight_updates = 0, False
+        trainer.train_step()
+        batch_loop = _steps(trainer, steps)
+        t.async_steps, t.inflight_updates = 1, True
+        trainer.train_step()
+        pipeline = _steps(trainer, steps)
+        out["tail_tokens"] = (short, long)
+        out["tail_batch_step_s"] = statistics.median(m["time/step"] for m in batch_loop)
+        out["tail_pipeline_step_s"] = statistics.median(m["time/step"] for m in pipeline)
+        out["tail_speedup"] = out["tail_batch_step_s"] / out["tail_pipeline_step_s"]
+        out["tail_sequences_updated"] = statistics.median(m["inflight/sequences_updated"] for m in pipeline)
+        out["tail_token_staleness"] = statistics.median(m["staleness/token_fraction"] for m in pipeline)
+        trainer.drain()
+    finally:
+        trainer.shutdown()
+    t0 = time.time()
+    out["sync"] = bench_weight_sync(int(sync_gb * 1e9), backend="gloo")
+    out["sync_seconds_total"] = time.time() - t0
+    return out
+
+
+def format_rollout(r: dict) -> str:
+    from rlvr.cluster.bench import format_result
+
+    lines = [
+        f"rlvr bench rollout ({r['recipe']}, {r['steps']} steps each)",
+        f"  in-loop rollout {r['loop_tokens_per_s']:,.0f} tok/s / raw AsyncLLM {r['raw_tokens_per_s']:,.0f} tok/s "
+        f"= {r['loop_over_raw']:.3f}   (target >= 0.95; same engine, prompts and settings)",
+        f"  long tail ({r['tail_tokens'][1]} vs {r['tail_tokens'][0]} tokens for a tenth of the groups): batch loop step "
+        f"{r['tail_batch_step_s']:.2f}s / streamed pipeline with in-flight updates {r['tail_pipeline_step_s']:.2f}s "
+        f"= {r['tail_speedup']:.2f}x   (target >= 1.5)",
+        f"    sequences updated mid-flight per step {r['tail_sequences_updated']:.0f}, "
+        f"tokens from an older policy {r['tail_token_staleness']:.1%}",
+        f"  async_steps=1: step {r['async_step_s']:.2f}s / max(generation {r['async_generation_s']:.2f}s, "
+        f"training {r['async_training_s']:.2f}s) = {r['async_step_over_max_phase']:.3f}   (target <= 1.10)",
+        f"  {format_result(r['sync'])}   (target >= 2 GB/s)",
+    ]
+    return "\n".join(lines)
