@@ -6,7 +6,8 @@ A thin layer over ``ray.job_submission.JobSubmissionClient``. What travels with 
   every local data file or directory the recipe names that is at most ``SHIP_DATA_MAX_MB``
   (larger ones, and ``hf:`` sources, are read on the cluster);
 * ``py_modules``: the ``rlvr`` package itself (unless ``ship_rlvr=False``) and every
-  ``verifiers.plugins`` module found locally outside ``rlvr`` and outside site-packages;
+  ``verifiers.plugins`` and ``environments.plugins`` module found locally outside ``rlvr`` and
+  outside site-packages;
 * ``pip``: requirements given with ``--pip``.
 
 The model is never shipped: ``model.path`` must exist on the cluster nodes. See docs/cluster.md.
@@ -317,7 +318,7 @@ def build_train_job(recipe_path: str | os.PathLike, staging: Path, overrides: It
     # Attach to the job's own cluster (an embedded one would ignore it), before the user's --set so
     # those still win; path rewrites come last because they describe the final recipe.
     sets = ["cluster.address=auto", *overrides, *_model_sets(recipe, notes), *_data_sets(recipe, staging, notes)]
-    modules = [*recipe.verifiers.plugins, *extra_modules]
+    modules = [*recipe.verifiers.plugins, *recipe.environments.plugins, *extra_modules]
     py_modules = _ship_modules(modules, staging, ship_rlvr, pip, notes)
     if not Path(recipe.output_dir).is_absolute():
         notes.append(f"output_dir {recipe.output_dir!r} is relative: the run lands in the job's temporary working "

@@ -215,3 +215,38 @@ def test_train_recipe_runs_in_the_job_on_this_cluster(head, toy_dir, capsys):
     assert "note: data.train.0.path: shipping" in err and "note: shipping rlvr from" in err
     assert "data/train0-train.jsonl: available" in out  # the shipped copy was read in the job
     assert "the recipe needs 9 CPUs but the cluster has 1" in out  # the head's CPU: attached, not embedded
+
+
+ENV_PLUGIN = """from rlvr.environments import Environment, Observation, register_environment
+
+
+@register_environment("shipped_countdown", "asks twice more, then ends")
+class Countdown(Environment):
+    def __init__(self):
+        self.left = 2
+
+    async def step(self, assistant_message):
+        self.left -= 1
+        return Observation([{"role": "user", "content": "Again?"}], done=self.left < 0)
+"""
+
+
+def test_environment_plugin_shipped_with_submit_loads_in_the_job(head, toy_dir, tmp_path, capsys, monkeypatch):
+    """An environment plugin from a directory outside the package travels with `rlvr submit`: the job's
+    prepare step (plugins loaded, every row's environment known and built) passes, and the job stops only
+    at the resource preflight (the head has 1 CPU)."""
+    plugins = tmp_path / "env_plugins"
+    plugins.mkdir()
+    (plugins / "my_envs.py").write_text(ENV_PLUGIN)
+    rows = tmp_path / "env_rows.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": f"What is {a} + 1?", "ground_truth": str(a + 1), "env": "shipped_countdown"}) + "\n"
+                            for a in range(10, 20)))
+    monkeypatch.syspath_prepend(str(plugins))
+    root = Path(__file__).resolve().parents[2]
+    code, out, err = _cli(capsys, "submit", root / "recipes" / "toy_addition_cpu.yaml", "--address", head,
+                          "--set", f"model.path={toy_dir}/model", "--set", f"data.train.0.path={rows}",
+                          "--set", f"data.eval.0.path={toy_dir}/eval.jsonl", "--set", "environments.plugins=[my_envs]",
+                          "--set", "rollout.num_cpus=8", "--set", "logging.wandb=false", "--set", "logging.progress=false")
+    assert code == 1 and "note: shipping module my_envs from" in err, err
+    assert "the recipe needs 9 CPUs but the cluster has 1" in out, out[-2000:]  # prepare passed in the job
+    assert "shipped_countdown" not in out  # no unknown-environment error
