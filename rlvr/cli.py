@@ -370,6 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--plugin", action="append", help="plugin module to import (repeatable)")
     ls.set_defaults(fn=cmd_verifiers)
 
+    from rlvr.environments.commands import add_arguments as environments_arguments
+    from rlvr.environments.commands import cmd_environments
+
+    le = sub.add_parser("environments", help="list registered environments, tools and tool-call parsers")
+    environments_arguments(le)
+    le.set_defaults(fn=cmd_environments)
+
     cf = sub.add_parser("check-final", help="replay the last evaluation with plain transformers on final/")
     cf.add_argument("run_dir")
     cf.set_defaults(fn=cmd_check_final)
@@ -392,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-tokens", type=int, default=512, help="most tokens per completion (default 512)")
     ev.add_argument("--verifier", help="verifier for rows that name none")
     ev.add_argument("--plugin", action="append", help="verifier plugin module to import (repeatable)")
+    ev.add_argument("--env", help="environment for rows that name none (multi-turn; default: single turn)")
+    ev.add_argument("--env-plugin", action="append", help="environment plugin module or .py file (repeatable)")
+    ev.add_argument("--max-turns", type=int, help="assistant turns per trajectory (default 4)")
     ev.add_argument("--out", help="write the summary and every sample to this JSON file")
     ev.add_argument("--limit", type=int, help="evaluate only the first N rows")
     ev.add_argument("--seed", type=int, default=0, help="seed of the vLLM engine and its sampler (default 0)")

@@ -43,6 +43,7 @@ def sampling(n: int, temperature: float | None) -> tuple[bool, float]:
 def prepare_inputs(args) -> EvalInputs:
     """Check every option, load the tokenizer and the rows, render the prompts; EvalInputError on bad input."""
     from rlvr.data import DataError, DataSourceConfig, encode_prompts, load_sources, render_prompt
+    from rlvr.environments.base import EnvironmentConfigError
     from rlvr.verifiers import PluginError, check_verifier_names, load_plugins
 
     for name, value in (("--n", args.n), ("--max-tokens", args.max_tokens), ("--limit", args.limit)):
@@ -55,14 +56,15 @@ def prepare_inputs(args) -> EvalInputs:
         load_plugins(args.plugin or [])
         if args.verifier:
             check_verifier_names([args.verifier])
-        rows = load_sources([DataSourceConfig(path=p, verifier=args.verifier) for p in args.data], strict=True)
+        rows = load_sources([DataSourceConfig(path=p, verifier=args.verifier, env=args.env) for p in args.data], strict=True)
         rows = list(rows)[:args.limit] if args.limit else list(rows)
         check_verifier_names(r["verifier"] for r in rows)
+        check_environment_names_for_eval(args, rows)
     except DataError as e:
         msg = str(e)
         # strict loading names the first row lacking a verifier; say how to supply one
         raise EvalInputError(msg + (" (name one with --verifier)" if msg.endswith("no verifier") else "")) from None
-    except PluginError as e:
+    except (PluginError, EnvironmentConfigError) as e:
         raise EvalInputError(str(e)) from None
     if not rows:
         raise EvalInputError(f"--data: no rows in {', '.join(args.data)}")
@@ -78,6 +80,16 @@ def prepare_inputs(args) -> EvalInputs:
         hf_logging.set_verbosity(level)
     check_prompt_lengths(rows, token_ids, context_length(args.model, args.max_model_len))
     return EvalInputs(rows, prompts, greedy, temperature)
+
+
+def check_environment_names_for_eval(args, rows: list[dict]) -> None:
+    """Environment plugins load and every row's environment exists (before any engine starts)."""
+    from rlvr.environments import check_environment_names, load_environment_plugins
+
+    if args.max_turns is not None and args.max_turns < 1:
+        raise EvalInputError(f"--max-turns must be >= 1, got {args.max_turns}")
+    load_environment_plugins(args.env_plugin or [])
+    check_environment_names(r["env"] for r in rows if r.get("env"))
 
 
 def context_length(model: str, max_model_len: int | None) -> int | None:
@@ -156,8 +168,12 @@ def cmd_eval(args) -> int:
         try:
             await engine.ready()
             t_gen = time.time()
-            results = await asyncio.gather(*(engine.generate(ids, prompt_index=k, **kwargs)
-                                             for k, ids in enumerate(encode_prompts(inp_tokenizer, prompts))))
+            limits = {"max_turns": args.max_turns} if args.max_turns else {}
+            env_kw = dict(env_options={}, plugins=list(args.env_plugin or []), limits=limits)
+            results = await asyncio.gather(*(
+                engine.run_env(rows[k], env=rows[k]["env"], prompt_index=k, **env_kw, **kwargs) if rows[k].get("env")
+                else engine.generate(ids, prompt_index=k, **kwargs)
+                for k, ids in enumerate(encode_prompts(inp_tokenizer, prompts))))
             return results, time.time() - t_gen
         finally:
             await engine.shutdown()
@@ -176,6 +192,11 @@ def cmd_eval(args) -> int:
     t_verify = time.time() - t0
 
     records = sample_records(rows, comps, scores, prompts)
+    from rlvr.environments.trajectory import env_metrics
+
+    env_summary = env_metrics([c.trajectory for c in comps if c.trajectory], prefix="")
+    if env_summary:
+        print("environments: " + ", ".join(f"{k} {v:.3g}" for k, v in sorted(env_summary.items())), file=sys.stderr)
     summary = summarize(records)
     console = Console()
     if not console.is_terminal:  # a pipe or log file has no width; rich would assume 80 and fold the labels
@@ -186,7 +207,7 @@ def cmd_eval(args) -> int:
                   "temperature": 0.0 if inp.greedy else inp.temperature, "max_tokens": args.max_tokens,
                   "seed": args.seed, "seconds": {"engine_start": t_start, "generation": t_generation,
                                                  "verify": t_verify},
-                  "summary": summary, "samples": records}
+                  "summary": summary, "environments": env_summary, "samples": records}
         Path(args.out).write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
         print(f"wrote {args.out}: summary and {len(records)} samples", file=sys.stderr)
     return 0

@@ -61,6 +61,9 @@ def sample_records(rows: Sequence[dict], completions: Sequence[Any], results: Se
                     "ground_truth": row["ground_truth"]})
         if getattr(res, "error", None):
             rec["error"] = res.error
+        traj = getattr(c, "trajectory", None)
+        if traj:  # a multi-turn trajectory: the whole conversation, with roles
+            rec.update({"messages": traj["messages"], "turns": traj["turns"], "end": traj["reason"]})
         out.append(rec)
     return out
 

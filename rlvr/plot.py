@@ -18,6 +18,11 @@ CHARTS = [
     ("response_length", "Response length", "tokens", "response_length"),
     ("throughput", "Throughput", "per second", "throughput"),
     ("loss", "Loss", "loss", "loss"),
+    # multi-turn environments (rlvr/environments): turns, and tool use per trajectory
+    ("env_turns", "Turns per trajectory", "turns", "env/turns"),
+    ("env_tool_call_rate", "Trajectories that called a tool", "fraction", "env/tool_call_rate"),
+    ("env_tool_calls", "Tool calls per trajectory", "calls", "env/tool_calls"),
+    ("env_tool_errors", "Tool errors per trajectory", "errors", "env/tool_errors"),
 ]
 
 

@@ -25,7 +25,7 @@ def cmd_environments(args: argparse.Namespace) -> int:
     try:
         load_environment_plugins(getattr(args, "plugin", None) or [])
     except EnvironmentConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"rlvr: error: {e}", file=sys.stderr)
         return 1
     console = Console()
     for title, rows in (("environments", list_environments()), ("tools", list_tools())):

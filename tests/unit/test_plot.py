@@ -42,3 +42,13 @@ def test_skips_charts_without_data(tmp_path):
 def test_missing_metrics_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"no metrics file: {tmp_path / 'metrics.jsonl'}"):
         plot_run(tmp_path)
+
+
+def test_charts_turns_and_tool_use(tmp_path):
+    rows = [{"step": s, "env/turns": 1 + s / 4, "env/tool_call_rate": s / 5, "env/tool_calls/calculator": s / 3,
+             "env/tool_errors/calculator": 0.1, "env/tool_errors/parse": 0.2} for s in range(5)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    paths = plot_run(tmp_path)
+    assert [p.name for p in paths] == ["env_turns.png", "env_tool_call_rate.png", "env_tool_calls.png", "env_tool_errors.png"]
+    for p in paths:
+        check_png(p)
