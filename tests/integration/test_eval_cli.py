@@ -99,3 +99,29 @@ def test_bad_input_exit_code_from_the_command_line(toy_dir, tmp_path):
                            "--data", str(tmp_path / "missing.jsonl")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"rlvr: error: data path not found: {tmp_path / 'missing.jsonl'}"]
+
+
+def test_eval_runs_environments(toy_dir, tmp_path):
+    """`rlvr eval --env` runs each row as a multi-turn trajectory (a plugin environment asking twice more)."""
+    from pathlib import Path
+
+    plugin = Path(__file__).resolve().parents[1] / "fixtures" / "environments" / "rlvr_test_envs.py"
+    out = tmp_path / "env.json"
+    proc = subprocess.run([sys.executable, "-m", "rlvr.cli", "eval", "--model", str(toy_dir / "model"),
+                           "--data", str(toy_dir / "eval.jsonl"), "--limit", "4", "--max-tokens", "5",
+                           "--env", "countdown", "--env-plugin", str(plugin), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert len(res["samples"]) == 4 and res["environments"]["turns"] == 3.0
+    for r in res["samples"]:
+        assert r["turns"] == 3 and r["end"] == "done"
+        assert [m["role"] for m in r["messages"]] == ["user", "assistant", "user", "assistant", "user", "assistant"]
+        assert r["completion"] == r["messages"][-1]["content"]  # the verifier scored the final answer
+    assert "environments: " in proc.stderr
+
+
+def test_eval_unknown_environment_is_one_line(toy_dir, no_engine, capsys):
+    code = main(["eval", "--model", str(toy_dir / "model"), "--data", str(toy_dir / "eval.jsonl"), "--env", "nosuch"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "nosuch" in err, err

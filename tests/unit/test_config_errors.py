@@ -94,6 +94,22 @@ def test_unknown_verifier(capsys, tmp_path):
     assert "no_such_check" in err
 
 
+def test_unknown_environment(capsys, tmp_path):
+    (tmp_path / "train.jsonl").write_text(json.dumps({"prompt": "a", "ground_truth": "1", "verifier": "math", "env": "no_such_env"}) + "\n")
+    err = _run(capsys, _write_recipe(tmp_path))
+    assert "no_such_env" in err
+
+
+def test_bad_environment_option(capsys, tmp_path):
+    err = _run(capsys, _write_recipe(tmp_path, environments={"options": {"tools": {"tools": ["no_such_tool"]}}}))
+    assert "no_such_tool" in err
+
+
+def test_missing_environment_plugin(capsys, tmp_path):
+    err = _run(capsys, _write_recipe(tmp_path, environments={"plugins": ["no_such_env_module"]}))
+    assert "no_such_env_module" in err
+
+
 def test_unknown_algorithm_name(capsys, tmp_path):
     err = _run(capsys, _write_recipe(tmp_path, algorithm__advantage="grpoo"))
     assert "algorithm.advantage" in err
