@@ -29,11 +29,11 @@ def _long_tail(trainer, short: int, long: int):
     """Wrap trainer.submit: every tenth group of a sampled batch gets `long` tokens, the rest `short` (EOS ignored)."""
     original = trainer.submit
 
-    def submit(prompts, *, greedy=False, per_group=None):
+    def submit(prompts, *, greedy=False, per_group=None, rows=None):
         if greedy:
-            return original(prompts, greedy=True)
+            return original(prompts, greedy=True, rows=rows)
         per_group = [{"max_tokens": long if k % 10 == 0 else short, "ignore_eos": True} for k in range(len(prompts))]
-        return original(prompts, per_group=per_group)
+        return original(prompts, per_group=per_group, rows=rows)
 
     trainer.submit = submit
     return original

