@@ -68,7 +68,8 @@ def bench_rollout(recipe_path: str | None = None, steps: int = 8, overrides: lis
             ids = encode_prompts(trainer.prep.tokenizer, [render_prompt(trainer.prep.tokenizer, r) for r in stream.next_batch()])
 
             def raw_call():
-                tokens, seconds = ray.get(trainer.rollouts[0].raw_generate.remote(ids, **trainer._gen_kwargs(False)))
+                settings = {k: v for k, v in trainer._gen_kwargs(False).items() if k != "track_versions"}
+                tokens, seconds = ray.get(trainer.rollouts[0].raw_generate.remote(ids, **settings))
                 raw.append(tokens / seconds)
 
             if i % 2:

@@ -159,7 +159,9 @@ class Trainer:
 
     def _gen_kwargs(self, greedy: bool) -> dict:
         ro = self.recipe.rollout
-        return dict(n=ro.n, temperature=ro.temperature, top_p=ro.top_p, max_tokens=ro.max_tokens, greedy=greedy)
+        # Per-token versions need streamed deltas only when a sequence can cross a weight update.
+        return dict(n=ro.n, temperature=ro.temperature, top_p=ro.top_p, max_tokens=ro.max_tokens, greedy=greedy,
+                    track_versions=self.recipe.train.inflight_updates)
 
     def submit(self, prompts: list[str], *, greedy: bool = False, per_group: list[dict] | None = None,
                rows: list[dict] | None = None):
@@ -457,6 +459,32 @@ class Trainer:
         engine_s = max(res.t_end for res in results) - min(res.t_start for res in results) if results else 0.0
         return groups, engine_s, t_ver
 
+    def _first_finished_groups(self, target: int) -> tuple[list["Group"], float, float]:
+        """Partial rollouts (in-flight updates with async_steps k): k + 1 batches stay in flight and a step
+        takes the first `target` groups to finish, from any of them; the slow ones keep generating, across
+        the weight update, and a later step takes them (unless older than k versions)."""
+        r = self.recipe
+        while len(self.in_flight) < r.train.async_steps + 1 and self.step + len(self.in_flight) < r.train.steps:
+            self.enqueue()
+        entries = {id(e[2]): e for e in self.in_flight}
+        groups, results, t_ver = [], [], 0.0
+        for batch, k, res in self.scheduler.stream_many([e[2] for e in self.in_flight]):
+            rows, prompts = entries[id(batch)][:2]
+            t0 = time.time()
+            scores = self.score(rows, prompts, res.completions)
+            res.t_scored = time.time()
+            t_ver += res.t_scored - t0
+            g = Group(rows[k], prompts[k], res.prompt_token_ids, res.completions, scores, engine=res.engine_index,
+                      t_finished=res.t_end, t_scored=res.t_scored)
+            g.rewards = self._rewards(g)
+            groups.append(g)
+            results.append(res)
+            if len(groups) >= target:
+                break
+        self.in_flight = deque(e for e in self.in_flight if not e[2].done)
+        engine_s = max(res.t_end for res in results) - min(res.t_start for res in results) if results else 0.0
+        return groups, engine_s, t_ver
+
     def _rewards(self, g: "Group") -> list[float]:
         """Verifier scores (for trajectories combined with the environment's rewards as the recipe says),
         plus DAPO's soft overlong penalty when configured."""
@@ -488,16 +516,19 @@ class Trainer:
         r, a = self.recipe, self.recipe.algorithm
         self.rescale()
         t_step = time.time()
-        if not self.in_flight:
-            self.enqueue()
-        rows, prompts, batch, _ = self.in_flight.popleft()
-        # async_steps k: the next k batches generate while this one is scored and learnt
-        while len(self.in_flight) < r.train.async_steps and self.step + 1 + len(self.in_flight) < r.train.steps:
-            self.enqueue()
-        groups, t_gen, t_ver = self._fresh_groups(rows, prompts, batch)
-        reruns = batch.reruns
-        t_wait = time.time() - t_step - t_ver
+        reruns0 = self.scheduler.reruns
         target = r.train.prompts_per_step
+        if r.train.inflight_updates and r.train.async_steps:
+            groups, t_gen, t_ver = self._first_finished_groups(target)
+        else:
+            if not self.in_flight:
+                self.enqueue()
+            rows, prompts, batch, _ = self.in_flight.popleft()
+            # async_steps k: the next k batches generate while this one is scored and learnt
+            while len(self.in_flight) < r.train.async_steps and self.step + 1 + len(self.in_flight) < r.train.steps:
+                self.enqueue()
+            groups, t_gen, t_ver = self._fresh_groups(rows, prompts, batch)
+        t_wait = time.time() - t_step - t_ver
         extra_rounds = 0
 
         def flags(gs):
@@ -518,7 +549,6 @@ class Trainer:
             more_prompts = [render_prompt(self.prep.tokenizer, x) for x in more_rows]
             more_batch = self.submit(more_prompts, rows=more_rows)
             more, tg, tv = self._fresh_groups(more_rows, more_prompts, more_batch)
-            reruns += more_batch.reruns
             groups += more
             t_gen, t_ver = t_gen + tg, t_ver + tv
             informative, stale_flags = flags(groups)
@@ -577,7 +607,7 @@ class Trainer:
                   "staleness/token_fraction": sum(c.tokens_older_than(trained_version) for c in comps) / max(1, sum(len(c.token_ids) for c in comps)),
                   "inflight/sequences_updated": sum(c.last_version != c.policy_version for c in comps),
                   "inflight/requests_at_sync": sync["requests_in_flight"],
-                  "rollout/groups_rerun": reruns})
+                  "rollout/groups_rerun": self.scheduler.reruns - reruns0})
         # Streaming: how long before the batch's last group finished its first group was already scored.
         m["rollout/first_scored_before_last_finished_s"] = max(g.t_finished for g in groups) - min(g.t_scored for g in groups)
         generated = sum(len(c.token_ids) for g in groups for c in g.comps)  # dropped groups were generated too

@@ -153,6 +153,7 @@ class RolloutActor:
                           gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True,
                           worker_extension_cls="rlvr.actors.rollout.WeightReceiver", disable_log_stats=True)
         self.llm = None
+        self.loading_version: int | None = None  # set while new weights load (the engine is paused)
         self._ids = itertools.count()
         self.running = 0  # requests in the engine (queued or running), as this actor submitted them
 
@@ -187,8 +188,14 @@ class RolloutActor:
         return [p.pid for p in psutil.Process().children(recursive=True) if "EngineCore" in " ".join(p.cmdline() or [p.name()])]
 
     async def _sample(self, prompt_ids: list[int], params) -> tuple[list[list[int]], list[list[float]], list[str], list[list]]:
-        """Per sample of one request: ids, log-probs, finish reason, [[version, tokens], ...]. With a
-        streaming `params` each delta is tagged with the policy version current when it arrived."""
+        """Per sample of one request: ids, log-probs, finish reason, [[version, tokens], ...].
+
+        Streaming `params` (in-flight updates): each delta is tagged with the policy version current
+        when it arrived. Final-only: a weight sync drains the engine first (pause mode wait), so a
+        request added before a sync is sampled entirely by the version of that time, and one added
+        during it entirely by the version being loaded."""
+        from vllm.sampling_params import RequestOutputKind
+
         from vllm.inputs import TokensPrompt
 
         llm = await self._engine()
@@ -199,11 +206,13 @@ class RolloutActor:
         lps: list[list[float]] = [[] for _ in range(k)]
         spans: list[list[list[int]]] = [[] for _ in range(k)]
         finish = [""] * k
+        stream = params.output_kind == RequestOutputKind.DELTA
+        added = self.loading_version if self.loading_version is not None else self.policy_version
         self.running += k
         try:
             async for out in llm.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)), params,
                                           request_id=f"e{self.engine_index}-{next(self._ids)}"):
-                version = self.policy_version
+                version = self.policy_version if stream else added
                 for c in out.outputs:
                     new = list(c.token_ids)
                     i = c.index
@@ -306,6 +315,7 @@ class RolloutActor:
         KV cache and continue under the new weights (mode keep); otherwise they finish first (mode wait)."""
         llm = await self._engine()
         t0 = time.perf_counter()
+        self.loading_version = version
         await llm.pause_generation(mode="keep" if inflight else "wait", clear_cache=False)
         paused_with = self.running
         try:
@@ -315,6 +325,7 @@ class RolloutActor:
             await llm.reset_prefix_cache(reset_running_requests=inflight)
             self.policy_version = version
         finally:
+            self.loading_version = None
             await llm.resume_generation()
         return {"seconds": time.perf_counter() - t0, "requests_in_flight": paused_with}
 

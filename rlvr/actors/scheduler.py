@@ -56,6 +56,7 @@ class RolloutScheduler:
         self.queue: deque[_Request] = deque()
         self.running: dict = {}  # ObjectRef -> _Request
         self.last_health = time.time()
+        self.reruns = 0  # groups generated again after their engine died (cumulative)
 
     def _seqs(self, req: _Request) -> int:
         return 1 if req.batch.kwargs.get("greedy") else req.batch.kwargs["n"]
@@ -89,14 +90,22 @@ class RolloutScheduler:
 
     def stream(self, batch: Batch):
         """Yield (group index, GroupResult) for `batch` as its groups finish; faults are recovered on the way."""
+        for _, k, res in self.stream_many([batch]):
+            yield k, res
+
+    def stream_many(self, batches: list[Batch]):
+        """Yield (batch, group index, GroupResult) for any of `batches` as groups finish. The caller may stop
+        early: whatever finishes meanwhile is kept in its batch and yielded by a later call."""
         import ray
 
-        for k in sorted(set(batch.results) - batch.delivered):  # finished while another batch was streamed
-            batch.delivered.add(k)
-            yield k, batch.results[k]
-        while not batch.done:
-            refs = [r for r, q in self.running.items() if q.batch is batch]
-            if not refs:  # all of this batch's groups are queued behind other batches' ones
+        wanted = {id(b): b for b in batches}
+        for b in batches:  # finished while another batch was streamed
+            for k in sorted(set(b.results) - b.delivered):
+                b.delivered.add(k)
+                yield b, k, b.results[k]
+        while not all(b.done for b in batches):
+            refs = [r for r, q in self.running.items() if id(q.batch) in wanted]
+            if not refs:  # all their groups are queued behind other batches' ones
                 refs = list(self.running)
             ready, _ = ray.wait(refs, num_returns=1, timeout=self.health_interval_s) if refs else ([], [])
             for ref in ready:
@@ -111,9 +120,10 @@ class RolloutScheduler:
                     continue
                 self.served[req.engine] += 1
                 req.batch.results[req.index] = res
-                if req.batch is batch:
-                    batch.delivered.add(req.index)
-                    yield req.index, res
+                if id(req.batch) in wanted:
+                    req.batch.delivered.add(req.index)
+                    self.dispatch()
+                    yield req.batch, req.index, res
             self.dispatch()
             if not ready or time.time() - self.last_health > self.health_interval_s:
                 self.check_health()
@@ -146,6 +156,7 @@ class RolloutScheduler:
         self.on_engine_dead(i, error)
         for _, q in lost:
             q.batch.reruns += 1
+            self.reruns += 1
             q.attempts += 1
             if q.attempts > 3:
                 raise RuntimeError(f"a prompt group failed on {q.attempts} engines in a row; last error: {error}")
