@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOY := .cache/rlvr/toy-addition
 
-.PHONY: env demo test test-unit toy-model bench clean
+.PHONY: env demo demo-tools test test-unit toy-model bench clean
 
 env: $(STAMP)
 
@@ -29,6 +29,11 @@ toy-model: $(STAMP)
 demo: toy-model
 	$(BIN)/rlvr train recipes/toy_addition_cpu.yaml --overwrite
 	$(BIN)/rlvr check-final runs/toy-addition-grpo
+
+# Multi-turn tool use: the tools toy learns to call its calculator (recipes/toy_tools_cpu.yaml).
+demo-tools: $(STAMP)
+	$(BIN)/rlvr toy-model --tools
+	$(BIN)/rlvr train recipes/toy_tools_cpu.yaml --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra tests

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_TOY_DIR = ".cache/rlvr/toy-addition"
+DEFAULT_TOOLS_TOY_DIR = ".cache/rlvr/toy-tools"
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -82,6 +83,10 @@ def cmd_train(args) -> int:
           f"({s['accuracy_gain_points']:+.1f} points) in {s['steps']} steps, {s['wall_seconds']:.0f}s wall "
           f"({s['rl_seconds']:.0f}s after start-up)")
     print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in t.items()))
+    if "env_after" in s:
+        b, e = s["env_before"], s["env_after"]
+        print("tool use (held-out, greedy): " + ", ".join(
+            f"{k.removeprefix('env/')} {b.get(k, 0):.2f} -> {e.get(k, 0):.2f}" for k in sorted(set(b) | set(e))))
     print(f"final policy: {s['run_dir']}/final   metrics: {s['run_dir']}/metrics.jsonl   plots: rlvr plot {s['run_dir']}")
     return 0
 
@@ -121,14 +126,18 @@ def cmd_toy_model(args) -> int:
 
     import torch
 
-    from rlvr.toy_model import build_toy
+    if args.tools:
+        from rlvr.toy_tools import build_toy_tools as build_toy
+    else:
+        from rlvr.toy_model import build_toy
 
-    out = Path(args.out)
+    out = Path(args.out or (DEFAULT_TOOLS_TOY_DIR if args.tools else DEFAULT_TOY_DIR))
     if (out / "toy.json").is_file() and not args.force:
         print(f"toy model already built at {out} (use --force to rebuild): {json.loads((out / 'toy.json').read_text())}")
         return 0
     torch.set_num_threads(os.cpu_count() or 1)
-    print(f"building the toy policy into {out} (tokenizer, Qwen2 model, supervised pre-training)...")
+    what = "tool-using toy policy (multiplication with a calculator)" if args.tools else "toy policy"
+    print(f"building the {what} into {out} (tokenizer, Qwen2 model, supervised pre-training)...")
     build_toy(out, seed=args.seed)
     print(f"done: {json.loads((out / 'toy.json').read_text())}")
     return 0
@@ -345,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_config)
 
     m = sub.add_parser("toy-model", help="build (or rebuild) the toy policy and its addition data")
-    m.add_argument("--out", default=DEFAULT_TOY_DIR, help=f"output directory (default {DEFAULT_TOY_DIR})")
+    m.add_argument("--tools", action="store_true", help="the multi-turn toy instead: 3x2-digit multiplication with a calculator tool")
+    m.add_argument("--out", help=f"output directory (default {DEFAULT_TOY_DIR}, with --tools {DEFAULT_TOOLS_TOY_DIR})")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--force", action="store_true", help="rebuild even if it exists")
     m.set_defaults(fn=cmd_toy_model)

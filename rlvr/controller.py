@@ -109,6 +109,7 @@ class Trainer:
         self.timings: dict[str, float] = defaultdict(float, (resume[1].get("timings", {}) if resume else {}))
         self.faults: dict[str, float] = defaultdict(float, {"rollout_restarts": 0})
         self.placement = None
+        self.last_eval_env: dict = {}  # env/* metrics of the last evaluation (multi-turn rows)
         self.engines_wanted: int | None = None  # set by `rlvr scale`; overrides rollout.max_engines growth
 
     # ------------------------------------------------------------------ cluster
@@ -440,7 +441,8 @@ class Trainer:
         metrics = {k: v for k, v in flat_metrics(summary).items() if k != "accuracy"}
         from rlvr.environments.trajectory import env_metrics
 
-        metrics.update(env_metrics([c.trajectory for c in comps if c.trajectory], prefix="env/"))
+        self.last_eval_env = env_metrics([c.trajectory for c in comps if c.trajectory], prefix="env/")
+        metrics.update(self.last_eval_env)
         self.sink.log_eval(self.step, summary["accuracy"], samples,
                            {**metrics, "policy_version": self.version, "time/eval": time.time() - t0})
         self.timings["eval"] += time.time() - t0
@@ -657,6 +659,7 @@ class Trainer:
         t_train0 = time.time()
         acc0 = self.evaluate() if not resume else self.resumed_from.get("accuracy_before", float("nan"))
         self.accuracy_before = acc0
+        env0 = dict(self.last_eval_env)
         self.progress.print(f"step {self.step}: held-out greedy accuracy {acc0:.1%}" if not resume
                             else f"resumed at step {self.step} (policy version {self.version})")
         acc = acc0
@@ -677,6 +680,8 @@ class Trainer:
         summary = {"run_dir": str(self.run_dir), "steps": self.step, "finished": True, "accuracy_before": acc0,
                    "accuracy_after": acc, "accuracy_gain_points": 100 * (acc - acc0), "wall_seconds": time.time() - t_run,
                    "rl_seconds": time.time() - t_train0, "timings": dict(self.timings), "faults": dict(self.faults)}
+        if self.last_eval_env:  # multi-turn rows: tool use in the first and the last evaluation
+            summary["env_before"], summary["env_after"] = env0, dict(self.last_eval_env)
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 

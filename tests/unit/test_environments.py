@@ -629,4 +629,4 @@ def test_cmd_environments_reports_a_bad_plugin(capsys):
     add_arguments(parser)
     assert cmd_environments(parser.parse_args(["--plugin", "no_such_env_plugin_abc"])) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "no_such_env_plugin_abc" in err
+    assert err.startswith("rlvr: error: ") and "no_such_env_plugin_abc" in err
