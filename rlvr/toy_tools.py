@@ -58,7 +58,9 @@ P_TOOL_OTHER = 0.10
 # The cusp window (on the probe; the final figures on the held-out pairs go to toy.json).
 GREEDY_WINDOW = (0.10, 0.35)
 PASS8_WINDOW = (0.40, 0.80)
-MIN_COPY_ACCURACY = 0.95  # turn 2 must copy the tool's result reliably before stopping
+MIN_COPY_ACCURACY = 0.95
+COPY_DRILLS = 0.5         # share of the decision-free tool trajectories that are copy drills (sft_examples)  # turn 2 must copy the tool's result reliably before stopping
+SHORT_DRILLS = 0.5
 
 
 def question(a: int, b: int) -> str:
@@ -142,28 +144,30 @@ def _encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def encode_trajectories(tokenizer, conversations: list[list[dict]], free_decision: list[bool] | None = None,
-                        ) -> list[tuple[list[int], list[int]]]:
-    """(ids, loss mask) per conversation: the ids of its chat-template rendering; the mask covers what
-    the assistant generates (each assistant message's content and the EOS after it), not the prompt
-    nor the tool messages. ``free_decision[i]``: leave the first token of conversation i's first
-    assistant message (tool call or direct answer) out of the loss."""
+def encode_trajectories(tokenizer, conversations: list[list[dict]]) -> list[tuple[list[int], list[int]]]:
+    """(ids, loss mask) per conversation: the ids of its chat-template rendering (one batched
+    tokenizer call); the mask covers what the assistant generates, each assistant message's content
+    and the EOS after it, not the prompt nor the tool messages. An assistant message with
+    ``"loss": False`` is left out of the loss; with ``"loss": "after_first"``, its first token
+    (the choice between a tool call and a direct answer) is."""
     texts, spans = [], []
     for conv in conversations:
         texts.append(tokenizer.apply_chat_template(conv, tokenize=False))
         sp = []
         for k, m in enumerate(conv):
-            if m["role"] == "assistant":
+            if m["role"] == "assistant" and m.get("loss", True) is not False:
                 lo = len(tokenizer.apply_chat_template(conv[:k], tokenize=False, add_generation_prompt=True))
                 hi = len(tokenizer.apply_chat_template(conv[:k + 1], tokenize=False))
-                sp.append((lo, hi))
+                sp.append((lo, hi, m.get("loss") == "after_first"))
         spans.append(sp)
     enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
     out = []
-    for i, (ids, offsets) in enumerate(zip(enc["input_ids"], enc["offset_mapping"])):
-        mask = [int(any(lo <= start < hi for lo, hi in spans[i])) for start, _ in offsets]
-        if free_decision is not None and free_decision[i] and 1 in mask:
-            mask[mask.index(1)] = 0
+    for ids, offsets, sp in zip(enc["input_ids"], enc["offset_mapping"], spans):
+        mask = [0] * len(ids)
+        for lo, hi, skip_first in sp:
+            inside = [j for j, (start, _) in enumerate(offsets) if lo <= start < hi]
+            for j in inside[1 if skip_first else 0:]:
+                mask[j] = 1
         out.append((ids, mask))
     return out
 
@@ -187,23 +191,38 @@ def sft_examples(tokenizer, pairs, seed: int = 0) -> tuple[torch.Tensor, torch.T
     """Supervised ids, loss masks, and the tool-call rate the data teaches.
 
     Each pair draws a decision from the mixture (P_TOOL_*): a full tool trajectory, or a direct
-    answer. A pair that drew the direct answer also appears as a tool trajectory whose first
-    token (the decision) is left out of the loss: the format and the copying are learnt from every
-    pair, while the decision is learnt from the mixture alone.
+    answer. A pair that drew the direct answer also appears as a tool trajectory whose decision
+    token is left out of the loss, so the format and the copying are learnt from every pair while
+    the decision is learnt from the mixture alone. Half of those are copy drills: the call is for
+    another pair (turn 1 left out of the loss) and turn 2 copies that call's result, so the answer
+    must be read from the tool message rather than guessed from the question.
     """
     rng = random.Random(seed + 1)
-    convs, free = [], []
-    tool = 0
+    convs, tool = [], 0
     for a, b in pairs:
         p = P_TOOL_FAVOURED if a // 100 in TOOL_FAVOURED_DIGITS else P_TOOL_OTHER
         use = rng.random() < p
         tool += use
-        convs.append(trajectory(a, b, True))
-        free.append(not use)
-        if not use:
-            convs.append(trajectory(a, b, False))
-            free.append(False)
-    ids, mask = _batch(tokenizer, encode_trajectories(tokenizer, convs, free))
+        if use:
+            convs.append(trajectory(a, b, True))
+            continue
+        convs.append(trajectory(a, b, False))
+        if rng.random() < COPY_DRILLS:
+            # Half the drills have a 4-digit result (a sixth of all products): those are the ones
+            # whose copy lies one token nearer, which the model is slow to learn otherwise.
+            short = rng.random() < SHORT_DRILLS
+            while True:
+                c, d = rng.randrange(100, 1000), rng.randrange(10, 100)
+                if (c * d < 10000) == short:
+                    break
+            conv = trajectory(c, d, True)
+            conv[0] = {"role": "user", "content": question(a, b)}
+            conv[1] = dict(conv[1], loss=False)
+        else:
+            conv = trajectory(a, b, True)
+            conv[1] = dict(conv[1], loss="after_first")
+        convs.append(conv)
+    ids, mask = _batch(tokenizer, encode_trajectories(tokenizer, convs))
     return ids, mask, tool / max(1, len(pairs))
 
 
