@@ -21,11 +21,14 @@ pytestmark = pytest.mark.integration
 
 
 def _greedy(model, ids: list[int], steps: int) -> list[int]:
-    """Greedy continuation with transformers (no EOS stop: the engine ran with ignore_eos)."""
+    """Greedy continuation with transformers, EOS included like any token (the engine ran with ignore_eos)."""
+    out = []
     with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long), do_sample=False,
-                             max_new_tokens=steps, min_new_tokens=steps, pad_token_id=0)
-    return out[0, len(ids):].tolist()
+        res = model(torch.tensor([ids]), use_cache=True)
+        for _ in range(steps):
+            out.append(int(res.logits[0, -1].argmax()))
+            res = model(torch.tensor([out[-1:]]), past_key_values=res.past_key_values, use_cache=True)
+    return out
 
 
 @pytest.fixture(scope="module")
