@@ -12,7 +12,7 @@ copies the result as its answer.
 
 The supervised pass teaches the format and the copying well, but not *when* to call the tool:
 in its data the assistant calls the tool for most questions whose first factor starts with 1
-or 2 and answers directly (with a rough estimate such as 300 * 20 = 6000: a wrong answer)
+or 2 and answers directly (with a rounded estimate such as 300 * 30 = 9000: a wrong answer)
 for most of the others. So after supervised training greedy decoding calls the tool for about a
 fifth of the prompts, while sampling still calls it now and then for the rest: the regime where
 RL has something to amplify (calling the tool always is the easy lever). Training stops once
@@ -42,28 +42,25 @@ MAX_LENGTH = 128
 EVAL_SIZE = 200
 PROBE_SIZE = 200          # pairs left out of supervised training, for the stopping rule
 SFT_SIZE = 20000          # supervised pairs
-PROBE_EVERY = 20
+PROBE_EVERY, MIN_STEPS = 20, 60
 RL_TRAIN_SIZE = 8000      # rows written to train.jsonl (RL prompts)
 TOOL_NAME = "calculator"
 PARSER = "compact"
-INIT_STD = 0.05
-BETA2 = 0.98
-TURN_TOKENS = 40          # enough for the longest tool call (34 tokens with EOS)
+TURN_TOKENS = 40          # enough for the longest tool call (32 tokens with EOS)
 
 # Supervised mixture: the probability that the assistant calls the tool, by the question's
 # first digit. Favoured prompts (first factor 1xx or 2xx, 2/9 of them) make greedy decoding call
-# the tool; elsewhere sampling finds the tool in about 1 - (1 - 0.15)^8 = 73% of 8-sample groups.
+# the tool; elsewhere sampling finds the tool in about 1 - (1 - 0.1)^8 = 57% of 8-sample groups.
 TOOL_FAVOURED_DIGITS = (1, 2)
 P_TOOL_FAVOURED = 0.85
-P_TOOL_OTHER = 0.15
+P_TOOL_OTHER = 0.10
 
 # The cusp window (on the probe; the final figures on the held-out pairs go to toy.json).
-GREEDY_WINDOW = (0.12, 0.33)
-PASS8_WINDOW = (0.45, 0.78)
-MIN_COPY_ACCURACY = 0.95  # the format and the turn-2 copy must be this reliable before stopping
+GREEDY_WINDOW = (0.10, 0.35)
+PASS8_WINDOW = (0.40, 0.80)
+MIN_COPY_ACCURACY = 0.95
 COPY_DRILLS = 0.5         # share of the decision-free tool trajectories that are copy drills (sft_examples)
-SHORT_DRILLS = 0.3        # share of copy drills with a 4-digit result (a sixth of all products)
-REPEAT_DRILLS = 0.5       # share of copy drills whose result repeats a digit in a row (77408)
+SHORT_DRILLS = 0.5        # share of copy drills with a 4-digit result (a sixth of all products)
 
 
 def question(a: int, b: int) -> str:
@@ -71,14 +68,12 @@ def question(a: int, b: int) -> str:
 
 
 def tool_expression(a: int, b: int) -> str:
-    """The calculator argument the toy learns: the question's expression copied verbatim ("347 * 28"),
-    so every character of it lies at the same distance back (a tiny model learns that copy fast)."""
-    return f"{a} * {b}"
+    return f"{a}*{b}"
 
 
 def estimate(a: int, b: int) -> int:
-    """The direct answer of the supervised data: a rough guess from the leading digits (347 * 28 -> 300 * 20)."""
-    return a // 100 * 100 * (b // 10 * 10)
+    """The direct answer of the supervised data: a guess from rounded factors (347 * 28 -> 300 * 30)."""
+    return (a + 50) // 100 * 100 * ((b + 5) // 10 * 10)
 
 
 def all_pairs() -> list[tuple[int, int]]:
@@ -136,11 +131,11 @@ def build_model(tokenizer, seed: int = 0):
     torch.manual_seed(seed)
     vocab_size = (len(tokenizer) + 63) // 64 * 64
     cfg = Qwen2Config(
-        vocab_size=vocab_size, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
+        vocab_size=vocab_size, hidden_size=128, intermediate_size=384, num_hidden_layers=3,
         num_attention_heads=2, num_key_value_heads=2, head_dim=64,  # vLLM CPU attention needs head_dim 64
         max_position_embeddings=MAX_LENGTH, tie_word_embeddings=True, rope_theta=10000.0,
         bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        torch_dtype="float32", initializer_range=INIT_STD,
+        torch_dtype="float32",
     )
     return Qwen2ForCausalLM(cfg)
 
@@ -192,11 +187,6 @@ def _batch(tokenizer, examples: list[tuple[list[int], list[int]]]) -> tuple[torc
     return ids, mask
 
 
-def _adjacent_repeat(n: int) -> bool:
-    t = str(n)
-    return any(x == y for x, y in zip(t, t[1:]))
-
-
 def sft_examples(tokenizer, pairs, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Supervised ids, loss masks, and the tool-call rate the data teaches.
 
@@ -218,13 +208,12 @@ def sft_examples(tokenizer, pairs, seed: int = 0) -> tuple[torch.Tensor, torch.T
             continue
         convs.append(trajectory(a, b, False))
         if rng.random() < COPY_DRILLS:
-            # 4-digit results (a sixth of all products) put the copy one token nearer, and repeated
-            # digits (77408) defeat copying by content ("what followed this digit last time"):
-            # drill both more than they occur, so the copy is learnt by position.
-            short, repeat = rng.random() < SHORT_DRILLS, rng.random() < REPEAT_DRILLS
+            # Half the drills have a 4-digit result (a sixth of all products): those are the ones
+            # whose copy lies one token nearer, which the model is slow to learn otherwise.
+            short = rng.random() < SHORT_DRILLS
             while True:
                 c, d = rng.randrange(100, 1000), rng.randrange(10, 100)
-                if (c * d < 10000) == short and (not repeat or _adjacent_repeat(c * d)):
+                if (c * d < 10000) == short:
                     break
             conv = trajectory(c, d, True)
             conv[0] = {"role": "user", "content": question(a, b)}
@@ -242,26 +231,23 @@ async def _run_tools(env, contents: list[str]):
 
 
 @torch.no_grad()
-def rollout_with_tool(model, tokenizer, pairs, *, samples: int = 1, do_sample: bool | None = None,
-                      temperature: float = 1.0, seed: int = 0, max_turns: int = 2, batch_size: int = 512,
-                      max_new_tokens: int = TURN_TOKENS, max_output_chars: int = 100) -> list[dict]:
+def evaluate_with_tool(model, tokenizer, pairs, *, samples: int = 1, do_sample: bool | None = None,
+                       temperature: float = 1.0, seed: int = 0, max_turns: int = 2, batch_size: int = 512,
+                       max_new_tokens: int = TURN_TOKENS, max_output_chars: int = 100) -> dict:
     """Whole trajectories with `transformers` generation and the real tool environment.
 
     Turn 1 is generated from the chat prompt; an assistant message with a tool call (compact
     syntax) is answered by ``ToolEnvironment([calculator], parser="compact")`` and the ids are
-    extended with ``render_delta``, as the rollout does; a message without a call is the final
-    answer. After ``max_turns`` assistant messages the trajectory ends (unanswered if the last one
-    still calls a tool), and so does one whose tool message leaves no room in the context.
-    Generation stops at EOS (kept in the ids, as vLLM keeps it) or at TURN_TOKENS per turn.
+    extended with ``render_delta`` (as the rollout does); a message without a call is the final
+    answer. After ``max_turns`` assistant messages the last one is the answer. A trajectory
+    that would outgrow the context ends unanswered.
 
-    ``samples`` trajectories per pair, in order (``do_sample`` defaults to ``samples > 1``,
-    temperature ``temperature``, no top-k/top-p, seeded by ``seed``). One dict per trajectory:
-    ``pair``, ``messages``, ``ids`` (prompt, generated and environment tokens), ``generated``
-    (1 where the policy produced the token), ``answer`` (the final message, or None),
-    ``correct``, ``called`` (turn 1 made a tool call) and ``right_expression`` (turn 1's first
-    call was the calculator and evaluated to a*b).
+    ``samples`` per pair (``do_sample`` defaults to ``samples > 1``; seeded by ``seed``).
+    Returns rates over all trajectories: ``accuracy`` (final answer == a*b), ``tool_call_rate``
+    (turn 1 called a tool), ``correct_expression_rate`` (turn 1's first call was the calculator
+    and gave a*b), ``copy_accuracy`` (accuracy among those), and ``pass_at_k`` (k = samples:
+    pairs with at least one right answer), plus ``n`` and ``samples``.
     """
-    from rlvr.environments.base import content_text
     from rlvr.environments.calculator import calculator
     from rlvr.environments.parsers import get_parser
     from rlvr.environments.template import render_delta
@@ -271,126 +257,84 @@ def rollout_with_tool(model, tokenizer, pairs, *, samples: int = 1, do_sample: b
         do_sample = samples > 1
     parser = get_parser(PARSER)
     env = ToolEnvironment([calculator], parser=PARSER, max_output_chars=max_output_chars)
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    eos = tokenizer.eos_token_id
     limit = min(MAX_LENGTH, getattr(model.config, "max_position_embeddings", MAX_LENGTH))
-    runs = []
-    for a, b in pairs:
-        for _ in range(samples):
-            msgs = [{"role": "user", "content": question(a, b)}]
-            ids = _encode(tokenizer, tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
-            runs.append({"pair": (a, b), "messages": msgs, "ids": ids, "generated": [0] * len(ids), "answer": None,
-                         "correct": False, "called": False, "right_expression": False})
-    gen = dict(do_sample=do_sample, pad_token_id=pad, eos_token_id=eos)
+    runs = [(a, b) for a, b in pairs for _ in range(samples)]
+    msgs = [[{"role": "user", "content": question(a, b)}] for a, b in runs]
+    ids = [_encode(tokenizer, tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True))
+           for m in msgs]
+    final: list[str | None] = [None] * len(runs)
+    called = [False] * len(runs)
+    right_expr = [False] * len(runs)
+    active = list(range(len(runs)))
+    gen = dict(do_sample=do_sample, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
     if do_sample:
         gen.update(temperature=temperature, top_k=0, top_p=1.0)
         torch.manual_seed(seed)
     was_training = model.training
     model.eval()
-    active = list(range(len(runs)))
     for turn in range(max_turns):
         outs: dict[int, list[int]] = {}
-        # Similar lengths batched together; the rare prompt too long for a full turn (after a long
-        # tool error) goes alone, so that it is cut where the context ends and no other is.
-        order = sorted(active, key=lambda i: len(runs[i]["ids"]))
-        fits = [i for i in order if len(runs[i]["ids"]) + max_new_tokens <= limit]
-        chunks = [fits[s:s + batch_size] for s in range(0, len(fits), batch_size)]
-        chunks += [[i] for i in order[len(fits):]]
-        for chunk in chunks:
-            width = len(runs[chunk[-1]]["ids"])
-            inp = torch.full((len(chunk), width), pad)
+        for s in range(0, len(active), batch_size):
+            chunk = active[s:s + batch_size]
+            width = max(len(ids[i]) for i in chunk)
+            inp = torch.full((len(chunk), width), tokenizer.pad_token_id)
             att = torch.zeros((len(chunk), width), dtype=torch.long)
             for r, i in enumerate(chunk):
-                n = len(runs[i]["ids"])
-                inp[r, width - n:] = torch.tensor(runs[i]["ids"])
-                att[r, width - n:] = 1
+                inp[r, width - len(ids[i]):] = torch.tensor(ids[i])
+                att[r, width - len(ids[i]):] = 1
             new = min(max_new_tokens, limit - width)
             out = model.generate(input_ids=inp, attention_mask=att, max_new_tokens=new, **gen)[:, width:].tolist()
             for r, i in enumerate(chunk):
                 row = out[r]
-                outs[i] = row[: row.index(eos) + 1] if eos in row else [t for t in row if t != pad]
+                outs[i] = row[: row.index(eos) + 1] if eos in row else [t for t in row if t != tokenizer.pad_token_id]
         texts = {i: tokenizer.decode([t for t in outs[i] if t != eos], skip_special_tokens=False) for i in active}
         for i in active:
-            run = runs[i]
-            run["messages"].append({"role": "assistant", "content": texts[i]})
-            run["ids"] = run["ids"] + outs[i]
-            run["generated"] = run["generated"] + [1] * len(outs[i])
-            if turn == 0:
+            msgs[i].append({"role": "assistant", "content": texts[i]})
+        if turn == 0:
+            for i in active:
                 calls, errors = parser.parse(texts[i])
-                run["called"] = bool(calls or errors)
+                called[i] = bool(calls or errors)
                 if calls and calls[0].name == TOOL_NAME:
                     try:
-                        run["right_expression"] = calculator(calls[0].arguments) == str(run["pair"][0] * run["pair"][1])
+                        right_expr[i] = calculator(calls[0].arguments) == str(runs[i][0] * runs[i][1])
                     except ValueError:
                         pass
         obs = asyncio.run(_run_tools(env, [texts[i] for i in active]))
         nxt = []
         for i, o in zip(active, obs):
-            run = runs[i]
-            if o.done:
-                run["answer"] = texts[i]
-                continue
-            # Out of turns, or a tool message that leaves no room for an answer (a long error).
-            room = len(run["ids"]) + sum(len(content_text(m).encode()) for m in o.messages) + 4 <= limit
-            if turn == max_turns - 1 or not room:
+            if o.done or turn == max_turns - 1:
+                final[i] = texts[i] if o.done else None
                 continue
             stop = tokenizer.eos_token if outs[i] and outs[i][-1] == eos else ""
-            delta = render_delta(tokenizer, run["messages"], o.messages, stop_text=stop)
-            run["messages"] += o.messages
-            run["ids"] = run["ids"] + delta
-            run["generated"] = run["generated"] + [0] * len(delta)
-            nxt.append(i)
+            ids[i] = ids[i] + outs[i] + render_delta(tokenizer, msgs[i], o.messages, stop_text=stop)
+            msgs[i] += o.messages
+            if len(ids[i]) + 2 <= limit:  # room for an answer digit and EOS at least
+                nxt.append(i)
         active = nxt
     model.train(was_training)
-    for run in runs:
-        a, b = run["pair"]
-        run["correct"] = run["answer"] is not None and run["answer"].strip() == str(a * b)
-    return runs
-
-
-def evaluate_with_tool(model, tokenizer, pairs, *, samples: int = 1, **kwargs) -> dict:
-    """Scores of ``rollout_with_tool`` (same arguments), as rates over all trajectories:
-    ``accuracy`` (final answer == a*b), ``tool_call_rate`` (turn 1 called a tool),
-    ``correct_expression_rate`` (turn 1's call was the calculator and gave a*b),
-    ``copy_accuracy`` (accuracy among those), and ``pass_at_k`` (k = samples; pairs with at least
-    one right answer), plus ``n`` (pairs) and ``samples``."""
-    runs = rollout_with_tool(model, tokenizer, pairs, samples=samples, **kwargs)
+    correct = [f is not None and f.strip() == str(a * b) for f, (a, b) in zip(final, runs)]
     n = max(1, len(runs))
-    right = [r for r in runs if r["right_expression"]]
-    groups = [runs[j * samples:(j + 1) * samples] for j in range(len(pairs))]
-    return {"accuracy": sum(r["correct"] for r in runs) / n,
-            "tool_call_rate": sum(r["called"] for r in runs) / n,
-            "correct_expression_rate": len(right) / n,
-            "copy_accuracy": sum(r["correct"] for r in right) / len(right) if right else 0.0,
-            "pass_at_k": sum(any(r["correct"] for r in g) for g in groups) / max(1, len(pairs)),
-            "samples": samples, "n": len(pairs)}
+    k_right = [any(correct[j * samples:(j + 1) * samples]) for j in range(len(pairs))]
+    n_expr = sum(right_expr)
+    return {"accuracy": sum(correct) / n, "tool_call_rate": sum(called) / n,
+            "correct_expression_rate": n_expr / n,
+            "copy_accuracy": (sum(c and e for c, e in zip(correct, right_expr)) / n_expr) if n_expr else 0.0,
+            "pass_at_k": sum(k_right) / max(1, len(pairs)), "samples": samples, "n": len(pairs)}
 
 
 def _in(x: float, window: tuple[float, float]) -> bool:
     return window[0] <= x <= window[1]
 
 
-@torch.no_grad()
-def _teacher_forced(model, ids: torch.Tensor, mask: torch.Tensor, turn2: torch.Tensor) -> tuple[float, float]:
-    """Shares of sequences whose supervised tokens in turn 1 (the call) and in turn 2 (the copied
-    answer) are all the model's argmax, in one forward pass; ``turn2`` marks turn 2's positions."""
-    was_training = model.training
-    model.eval()
-    pred = model(input_ids=ids).logits[:, :-1].argmax(-1)
-    model.train(was_training)
-    ok = (pred == ids[:, 1:]) | (mask[:, 1:] == 0)
-    return (ok | turn2[:, 1:]).all(1).float().mean().item(), (ok | ~turn2[:, 1:]).all(1).float().mean().item()
-
-
-def build_toy_tools(out_dir: str | Path, *, seed: int = 0, max_steps: int = 1000, batch_size: int = 64,
+def build_toy_tools(out_dir: str | Path, *, seed: int = 0, max_steps: int = 1500, batch_size: int = 64,
                     lr: float = 2e-3, log=print) -> dict:
     """Build tokenizer, model and data into out_dir (model/, train.jsonl, eval.jsonl, toy.json).
 
-    Supervised training on the tool mixture (``sft_examples``). Every PROBE_EVERY steps a cheap
-    teacher-forced check asks whether the format is learnt (tool call and turn-2 copy right on
-    a probe of pairs never trained on); once it is, whole greedy trajectories on the probe are
-    scored, and when the copy is reliable and greedy accuracy is inside GREEDY_WINDOW, pass@8
-    (temperature 1) is measured too: training stops when both are inside their windows.
-    Deterministic for a given seed (and number of threads). Returns toy.json's content.
+    Supervised training on the tool mixture; from ``min_steps`` on, every ``probe_every`` steps,
+    greedy trajectories on a probe of pairs left out of training are scored, and once the turn-2
+    copy is reliable and greedy accuracy is inside GREEDY_WINDOW, pass@8 (temperature 1) is
+    measured too: training stops when both are inside their windows. Returns toy.json's content.
     """
     out = Path(out_dir)
     t0 = time.time()
@@ -402,61 +346,38 @@ def build_toy_tools(out_dir: str | Path, *, seed: int = 0, max_steps: int = 1000
     held = set(probe)
     sft_pairs = rng.sample([p for p in train_pairs if p not in held], SFT_SIZE)
     ids, mask, sft_tool_rate = sft_examples(tokenizer, sft_pairs, seed)
-    # Direct answers are short: run them as their own, narrower batch (a quarter less compute).
-    tool_id = tokenizer.convert_tokens_to_ids("<|tool|>")
-    long = (ids == tool_id).any(1)
-    parts = []
-    for sel in (long, ~long):
-        x, m = ids[sel], mask[sel]
-        width = int((x != tokenizer.pad_token_id).sum(1).max())
-        parts.append((x[:, :width], m[:, :width]))
-    n_long = int(long.sum())
-    probe_convs = [trajectory(a, b, True) for a, b in probe]
-    for conv in probe_convs:
-        conv[1] = dict(conv[1], loss="after_first")
-    probe_ids, probe_mask = _batch(tokenizer, encode_trajectories(tokenizer, probe_convs))
-    probe_turn2 = (probe_ids == tool_id).cumsum(1) > 0
-    log(f"  {len(sft_pairs)} supervised pairs ({len(ids)} trajectories); the decision is a tool call for "
-        f"{sft_tool_rate:.0%} of them ({time.time() - t0:.0f}s)")
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, BETA2))
+    log(f"  {len(sft_pairs)} supervised pairs ({len(ids)} trajectories), the decision is a tool call for "
+        f"{sft_tool_rate:.0%} ({time.time() - t0:.0f}s)")
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50))
     gen = torch.Generator().manual_seed(seed)
+    probe_every, min_steps = PROBE_EVERY, MIN_STEPS
     step, stopped, greedy, pass8 = 0, False, {}, {}
     model.train()
     for step in range(1, max_steps + 1):
         idx = torch.randint(0, len(ids), (batch_size,), generator=gen)
-        total, denom = 0.0, 0.0
-        for (x, m), sel in zip(parts, (idx[idx < n_long], idx[idx >= n_long] - n_long)):
-            if len(sel) == 0:
-                continue
-            x, m = x[sel], m[sel]
-            logits = model(input_ids=x).logits[:, :-1]
-            loss_tok = torch.nn.functional.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none")
-            total = total + (loss_tok * m[:, 1:]).sum()
-            denom += m[:, 1:].sum().item()
-        loss = total / denom
+        x, m = ids[idx], mask[idx]
+        width = int(m.nonzero()[:, 1].max()) + 1
+        x, m = x[:, :width], m[:, :width]
+        logits = model(input_ids=x).logits[:, :-1]
+        loss_tok = torch.nn.functional.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none")
+        loss = (loss_tok * m[:, 1:]).sum() / m[:, 1:].sum()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        if step % PROBE_EVERY:
-            continue
-        calls_ok, copies_ok = _teacher_forced(model, probe_ids, probe_mask, probe_turn2)
-        msg = f"  sft step {step}: loss {loss.item():.3f}, teacher-forced calls {calls_ok:.0%} copies {copies_ok:.0%}"
-        if min(calls_ok, copies_ok) >= MIN_COPY_ACCURACY:
+        if step >= min_steps and step % probe_every == 0:
             greedy = evaluate_with_tool(model, tokenizer, probe)
-            msg += (f", greedy accuracy {greedy['accuracy']:.1%}, tool calls {greedy['tool_call_rate']:.1%}, "
-                    f"copy {greedy['copy_accuracy']:.1%}")
+            msg = (f"  sft step {step}: loss {loss.item():.3f}, greedy accuracy {greedy['accuracy']:.1%}, "
+                   f"tool calls {greedy['tool_call_rate']:.1%}, copy {greedy['copy_accuracy']:.1%}")
             if greedy["copy_accuracy"] >= MIN_COPY_ACCURACY and _in(greedy["accuracy"], GREEDY_WINDOW):
                 pass8 = evaluate_with_tool(model, tokenizer, probe, samples=8, seed=seed)
                 msg += f", pass@8 {pass8['pass_at_k']:.1%}"
                 stopped = _in(pass8["pass_at_k"], PASS8_WINDOW)
-        log(msg + f" ({time.time() - t0:.0f}s)")
-        if stopped:
-            break
-    if not stopped:
-        log(f"  warning: no checkpoint inside the cusp window within {max_steps} steps; saving the last one")
+            log(msg + f" ({time.time() - t0:.0f}s)")
+            if stopped:
+                break
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out / "model", safe_serialization=True)
