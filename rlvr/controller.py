@@ -561,12 +561,17 @@ class Trainer:
             raise RuntimeError(f"no fresh samples to train on at step {self.step + 1} (all older than train.async_steps)")
         rewards = [x for g in chosen for x in g.rewards]
         comps = [c for g in chosen for c in g.comps]
-        batch = build_batch([g.prompt_ids for g in chosen for _ in g.comps], [c.token_ids for c in comps],
-                            [c.logprobs for c in comps], rewards, group_size=r.rollout.n,
-                            pad_id=self.prep.tokenizer.pad_token_id or 0, temperature=r.rollout.temperature,
-                            loss_masks=[c.loss_mask for c in comps])
+        prompt_ids = [c.prompt_ids or g.prompt_ids for g in chosen for c in g.comps]
+        # An agent run that branched: its other trajectories follow the group-shaped rows, sharing its reward.
+        branches = [(i, b) for i, c in enumerate(comps) for b in c.branches]
+        rows = comps + [b for _, b in branches]
+        batch = build_batch(prompt_ids + [b.prompt_ids for _, b in branches], [c.token_ids for c in rows],
+                            [c.logprobs for c in rows], rewards + [rewards[i] for i, _ in branches],
+                            group_size=r.rollout.n, pad_id=self.prep.tokenizer.pad_token_id or 0,
+                            temperature=r.rollout.temperature, loss_masks=[c.loss_mask for c in rows],
+                            extra_of=[i for i, _ in branches])
         if a.overlong_filter:
-            batch["response_mask"] = overlong_filter(batch["response_mask"], torch.tensor([c.finish_reason == "length" for c in comps]))
+            batch["response_mask"] = overlong_filter(batch["response_mask"], torch.tensor([c.finish_reason == "length" for c in rows]))
             batch["total_tokens"] = float(batch["response_mask"].sum())
         self.last_trained = (chosen, batch)  # the groups and the learner's batch (token-exactness tests read them)
         t0 = time.time()

@@ -29,6 +29,8 @@ class Completion:
     version_spans: list[tuple[int, int]] = field(default_factory=list)  # (version, tokens) in order, sampled tokens only
     loss_mask: list[int] | None = None  # multi-turn: 1 on sampled tokens, 0 on observations (None: all sampled)
     trajectory: dict | None = None  # multi-turn: messages, turns, reason, step_rewards, info
+    prompt_ids: list[int] | None = None  # agents: this trajectory's own first prompt (None: the group's)
+    branches: list["Completion"] = field(default_factory=list)  # agents: further trajectories sharing this reward
 
     @property
     def last_version(self) -> int:
@@ -257,6 +259,8 @@ class RolloutActor:
         from rlvr.environments import get_environment, load_environment_plugins
         from rlvr.environments.trajectory import Limits, run_trajectory
 
+        from rlvr.environments.agent import AgentEnvironment
+
         llm = await self._engine()
         if tuple(plugins) != getattr(self, "_env_plugins", None):
             load_environment_plugins(plugins)
@@ -269,6 +273,9 @@ class RolloutActor:
             return out_ids[0], lps[0], finish[0], [tuple(x) for x in spans[0]]
 
         t0 = time.time()
+        if isinstance(get_environment(env, **env_options), AgentEnvironment):
+            comps, prompt_ids = await self._run_agents(row, env, env_options, turn, lim, 1 if greedy else n, prompt_index)
+            return GroupResult(comps, prompt_ids, self.engine_index, t0, time.time())
         trajs = await asyncio.gather(*(run_trajectory(get_environment(env, **env_options), row, self.tokenizer, turn, lim)
                                        for _ in range(1 if greedy else n)))
         comps = []
@@ -280,6 +287,62 @@ class RolloutActor:
                                     list(t.version_spans), t.loss_mask, extra))
         prompt_ids = trajs[0].prompt_ids if trajs else []
         return GroupResult(comps, prompt_ids, self.engine_index, t0, time.time())
+
+    async def agent_endpoint(self):
+        """This actor's OpenAI-compatible endpoint (environments/endpoint.py), started on first use on the
+        node's cluster address."""
+        if getattr(self, "_agent_endpoint", None) is None:
+            from rlvr.environments.endpoint import AgentEndpoint
+
+            try:
+                import ray
+
+                host = ray.util.get_node_ip_address()
+            except Exception:
+                host = "127.0.0.1"
+            await self._engine()
+            self._agent_endpoint = await AgentEndpoint(self.tokenizer, host=host).start()
+        return self._agent_endpoint
+
+    async def agent_endpoint_url(self) -> str:
+        return (await self.agent_endpoint()).base_url
+
+    async def _run_agents(self, row: dict, env: str, env_options: dict, turn, lim, k: int, prompt_index: int):
+        """k runs of a registered agent against this actor's endpoint; each run's trajectory holding its last
+        call is the completion, any other trajectory of the run is one of its branches."""
+        from rlvr.environments import get_environment
+        from rlvr.environments.agent import run_agent
+        from rlvr.environments.trajectory import render_opening
+
+        ep = await self.agent_endpoint()
+        settings = dict(generate=turn, max_tokens=lim.max_tokens_per_turn, max_total_tokens=lim.max_total_tokens)
+        runs = await asyncio.gather(*(run_agent(get_environment(env, **env_options), row, ep, settings, lim.timeout_s)
+                                      for _ in range(k)))
+        try:  # the row's own prompt: the fallback of a run that never called the model
+            fallback = render_opening(self.tokenizer, [dict(m) for m in row["messages"]], [])
+        except Exception:
+            fallback = [self.tokenizer.eos_token_id]
+
+        def completion(seg, run, traj):
+            if seg is None:
+                return Completion(prompt_index, [], [], run.answer, run.reason, self.policy_version, [], [], traj,
+                                  prompt_ids=fallback)
+            return Completion(prompt_index, seg.token_ids, seg.logprobs, run.answer, run.reason,
+                              seg.version_spans[0][0] if seg.version_spans else self.policy_version,
+                              list(seg.version_spans), seg.loss_mask, traj, prompt_ids=seg.prompt_ids)
+
+        comps = []
+        for run in runs:
+            last = run.calls[-1] if run.calls else None
+            messages = [*last.messages, {"role": "assistant", "content": last.text}] if last and last.messages else []
+            traj = {"messages": messages, "turns": len(run.calls), "reason": run.reason,
+                    "step_rewards": [] if run.reward is None else [float(run.reward)], "agent_reward": run.reward,
+                    "info": run.info, "error": run.error, "endpoint_seconds": run.endpoint_seconds,
+                    "engine_seconds": [c.seconds for c in run.calls]}
+            c = completion(run.primary, run, traj)
+            c.branches = [completion(b, run, traj) for b in run.branches]
+            comps.append(c)
+        return comps, fallback
 
     async def raw_generate(self, prompts: list[list[int]], *, n: int, temperature: float, top_p: float = 1.0,
                            max_tokens: int = 16, greedy: bool = False, ignore_eos: bool = False) -> tuple[int, float]:
@@ -337,6 +400,8 @@ class RolloutActor:
 
     async def shutdown(self) -> None:
         await self.close_weight_sync()
+        if getattr(self, "_agent_endpoint", None) is not None:
+            await self._agent_endpoint.stop()
         if self.llm is not None:
             self.llm.shutdown()
             self.llm = None

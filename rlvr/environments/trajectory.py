@@ -135,6 +135,8 @@ def trajectory_reward(mode: str, verifier_score: float, traj: dict) -> float:
     environment broke (`env_error`) gets 0 whatever was scored."""
     if traj.get("reason") == "env_error":
         return 0.0
+    if traj.get("agent_reward") is not None:  # an agent that scores itself: its reward, whatever the mode
+        return float(traj["agent_reward"])
     steps = traj.get("step_rewards") or []
     if mode == "verifier":
         return verifier_score
@@ -162,6 +164,10 @@ def env_metrics(trajectories: list[dict], prefix: str = "env/") -> dict[str, flo
             for tool, v in (t["info"].get(key) or {}).items():
                 totals[tool] = totals.get(tool, 0.0) + float(v)
         out.update({f"{prefix}{key}/{tool}": v / n for tool, v in totals.items()})
+    agents = [t["info"] for t in trajectories if "agent_calls" in t["info"]]
+    for key in ("calls", "branches", "rerender_mismatch", "settings_overridden"):
+        if agents:
+            out[f"agent/{key}"] = sum(i[f"agent_{key}"] for i in agents) / len(agents)
     for reason in ("max_turns", "max_total_tokens", "timeout", "length"):
         share = sum(t["reason"] == reason for t in trajectories) / n
         if share:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from rlvr.learners.advantages import compute_advantages
+from rlvr.learners.advantages import compute_advantages, extend_to_branches
 from rlvr.learners.batch import micro_batch_rows
 from rlvr.learners.logprobs import ResponseLogprobs
 from rlvr.learners.losses import explained_variance, kl_penalty, policy_loss, value_loss
@@ -204,9 +204,15 @@ class LearnerActor:
         token_rewards = None
         if ref_lp is not None and algo.kl_in_reward:
             token_rewards = -self.kl_coef * kl_penalty(batch["rollout_logprobs"], ref_lp, algo.kl_estimator) * mask
-        adv, returns = compute_advantages(algo.advantage, batch["rewards"].float(), mask, batch["group_size"],
-                                          values=old_values, token_rewards=token_rewards, gamma=algo.gamma, lam=algo.lam,
+        # Rows past the group-shaped ones are agents' branches: they share their source row's advantage.
+        main = batch["rewards"].shape[0] - len(batch.get("extra_of", ()))
+        adv, returns = compute_advantages(algo.advantage, batch["rewards"][:main].float(), mask[:main], batch["group_size"],
+                                          values=None if old_values is None else old_values[:main],
+                                          token_rewards=None if token_rewards is None else token_rewards[:main],
+                                          gamma=algo.gamma, lam=algo.lam,
                                           all_reduce=self._sum_over_ranks if self.world_size > 1 else None)
+        if main < mask.shape[0]:
+            adv, returns = extend_to_branches(adv, returns, mask, batch["extra_of"])
         units_total = batch["total_tokens"] if algo.loss_agg == "token-mean" else batch["total_sequences"]
         # Dr. GRPO's default denominator is the padded length: the batch's, not each trimmed micro-batch's.
         agg_constant = algo.loss_agg_constant or float(mask.shape[1])

@@ -278,3 +278,17 @@ def overlong_filter(response_mask: torch.Tensor, truncated: torch.Tensor) -> tor
     """DAPO overlong filtering: zero the loss mask of truncated completions (finish_reason ==
     "length"), so a cut-off answer is neither rewarded nor punished for being cut."""
     return response_mask * (~truncated.bool()).to(response_mask.dtype)[:, None]
+
+
+def extend_to_branches(adv: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, extra_of: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advantages and returns for the rows after the group-shaped ones: an agent's further trajectories
+    (branches, see environments/agent.py). Row j takes its source row's (``extra_of[j]``) mean advantage
+    and return over the source's tokens, on each of its own tokens: the run's outcome credit, shared."""
+    n = adv.shape[0]
+    src = mask[:n][extra_of]
+    denom = src.sum(-1).clamp(min=1)
+    own = mask[n:]
+    a = ((adv[extra_of] * src).sum(-1) / denom)[:, None] * own
+    r = ((returns[extra_of] * src).sum(-1) / denom)[:, None] * own
+    return torch.cat([adv, a]), torch.cat([returns, r])

@@ -7,16 +7,20 @@ import torch
 
 def build_batch(prompt_ids: list[list[int]], response_ids: list[list[int]], rollout_logprobs: list[list[float]],
                 rewards: list[float], *, group_size: int, pad_id: int, temperature: float,
-                loss_masks: list[list[int] | None] | None = None) -> dict:
+                loss_masks: list[list[int] | None] | None = None, extra_of: list[int] | None = None) -> dict:
     """Right-padded prompt+response sequences with masks aligned to the *predicted* token.
 
     Position t of response_mask / rollout_logprobs ([B, L-1]) describes input_ids[:, t+1], the
     token the model predicts from position t: the layout of the learner's log-probs (rlvr/learners/logprobs.py).
     `loss_masks` (multi-turn): per response token, 1 where the policy sampled it, 0 on environment
     observations (no loss, no KL); None for a row means every response token was sampled.
+    `extra_of` (agents' branches): the last len(extra_of) rows come after the group-shaped ones, row j
+    of them sharing the advantage of row extra_of[j] (learners/advantages.extend_to_branches).
     """
     B = len(response_ids)
-    assert B == len(prompt_ids) == len(rewards) == len(rollout_logprobs) and B % group_size == 0
+    extra = list(extra_of or [])
+    assert B == len(prompt_ids) == len(rewards) == len(rollout_logprobs) and (B - len(extra)) % group_size == 0
+    assert all(0 <= j < B - len(extra) for j in extra)
     L = max(len(p) + len(r) for p, r in zip(prompt_ids, response_ids))
     input_ids = torch.full((B, L), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((B, L), dtype=torch.long)
@@ -32,7 +36,8 @@ def build_batch(prompt_ids: list[list[int]], response_ids: list[list[int]], roll
     return {"input_ids": input_ids, "attention_mask": attention_mask, "response_mask": response_mask,
             "rollout_logprobs": old, "rewards": torch.tensor(rewards, dtype=torch.float),
             "group_size": group_size, "temperature": temperature,
-            "total_tokens": float(response_mask.sum()), "total_sequences": float(B)}
+            "total_tokens": float(response_mask.sum()), "total_sequences": float(B),
+            **({"extra_of": torch.tensor(extra, dtype=torch.long)} if extra else {})}
 
 
 def split_weighted(n: int, weights: list[float]) -> list[slice]:
@@ -74,13 +79,24 @@ def micro_batch_rows(lengths: torch.Tensor, num_minibatches: int, micro_batches:
 def shard_by_groups(batch: dict, ranks: int) -> list[dict]:
     """Split a batch into `ranks` shards of whole groups (group statistics stay on one rank)."""
     g = batch["group_size"]
-    groups = batch["input_ids"].shape[0] // g
+    extra_of = batch.get("extra_of")
+    n_extra = 0 if extra_of is None else len(extra_of)
+    main = batch["input_ids"].shape[0] - n_extra
+    groups = main // g
     if groups < ranks:
         raise ValueError(f"{groups} prompt groups cannot be split over {ranks} learner ranks")
     shards = []
     for s in split_even(groups, ranks):
-        rows = slice(s.start * g, s.stop * g)
-        shard = {k: (v[rows] if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        rows = torch.arange(s.start * g, s.stop * g)
+        local = None
+        if n_extra:  # branches go with the group of the row they share an advantage with
+            mine = ((extra_of >= s.start * g) & (extra_of < s.stop * g)).nonzero().flatten()
+            local = extra_of[mine] - s.start * g
+            rows = torch.cat([rows, main + mine])
+        shard = {k: (v[rows] if isinstance(v, torch.Tensor) and k != "extra_of" else v) for k, v in batch.items()}
+        shard.pop("extra_of", None)
+        if local is not None and len(local):
+            shard["extra_of"] = local
         shards.append(shard)
     return shards
 

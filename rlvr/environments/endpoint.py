@@ -1,0 +1,299 @@
+"""The OpenAI-compatible endpoint an agent talks to: `/v1/chat/completions`, `/v1/completions`, `/v1/models`.
+
+One runs inside each rollout actor (aiohttp, in the actor's event loop) and serves the agents that
+actor runs, so every call of a trajectory reaches the same engine and its prefix cache. It binds
+to the node's cluster address only and answers a request only when it bears a live
+per-trajectory key, as ``Authorization: Bearer KEY`` or in the path (``/k/KEY/v1/...``); a key
+dies when its trajectory ends.
+
+Exact ids. A chat request whose messages are an earlier request's messages, then the reply this
+endpoint gave to it, then new messages, is answered from that call's exact ids (prompt +
+completion) plus the new messages rendered as a delta (``template.render_delta``): what the model
+saw is never re-tokenised. Any other request is rendered whole by the chat template. Where the
+whole rendering differs from the exact ids (a template that re-renders earlier turns
+differently), it is counted (``agent/rerender_mismatch``), never silently trained on.
+
+Sampling is the recipe's: the request's ``temperature``, ``top_p`` and the like are ignored
+(counted in ``agent/settings_overridden``); its ``max_tokens`` may only lower the recipe's
+per-turn budget. ``n`` must be 1. Tool calls in the model's text are parsed by the agent's
+``parser`` and returned as OpenAI ``tool_calls`` when the request offers ``tools``.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlvr.environments.agent import Call
+from rlvr.environments.base import content_text
+
+_SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty",
+                    "repetition_penalty", "seed", "logit_bias")
+
+
+@dataclass
+class _Reply:
+    messages: list  # the request's messages, normalised
+    text: str  # the generated text (special tokens skipped)
+    tool_call_ids: tuple
+    call: Call
+
+
+@dataclass
+class Session:
+    """One trajectory's key, its engine call, its limits and what it recorded."""
+
+    key: str
+    generate: Any  # async (prompt ids, max new tokens) -> (ids, log-probs, finish reason, version spans)
+    max_tokens: int
+    max_total_tokens: int
+    parser: str = "hermes"
+    calls: list[Call] = field(default_factory=list)
+    replies: list[_Reply] = field(default_factory=list)
+    rerender_mismatch: int = 0
+    settings_overridden: int = 0
+    endpoint_seconds: list[float] = field(default_factory=list)  # per call: handler time minus engine time
+
+
+def _norm(m: Any) -> tuple:
+    """A message as the comparison sees it: role, text, tool-call ids, tool_call_id, name."""
+    if not isinstance(m, dict):
+        raise ValueError("messages: each message must be an object with a role")
+    calls = tuple(c.get("id", "") for c in (m.get("tool_calls") or []) if isinstance(c, dict))
+    return (m.get("role"), content_text(m) if m.get("content") is not None else "", calls,
+            m.get("tool_call_id"), m.get("name"))
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error"):
+    from aiohttp import web
+
+    return web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status)
+
+
+class AgentEndpoint:
+    def __init__(self, tokenizer, *, host: str = "127.0.0.1", model_name: str = "rlvr-policy"):
+        self.tokenizer, self.host, self.model_name = tokenizer, host, model_name
+        self.sessions: dict[str, Session] = {}
+        self.port: int | None = None
+        self.refused = 0  # requests without a live key
+        self._runner = None
+        self._ids = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    async def start(self) -> "AgentEndpoint":
+        from aiohttp import web
+
+        if self._runner is not None:
+            return self
+        app = web.Application(client_max_size=64 << 20)
+        for prefix in ("", "/k/{key}"):
+            app.router.add_post(prefix + "/v1/chat/completions", self._chat)
+            app.router.add_post(prefix + "/v1/completions", self._completions)
+            app.router.add_get(prefix + "/v1/models", self._models)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, 0))
+        self.port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock, backlog=1024).start()
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def open_session(self, *, generate, max_tokens: int, max_total_tokens: int, parser: str = "hermes") -> Session:
+        s = Session(secrets.token_urlsafe(24), generate, max_tokens, max_total_tokens, parser)
+        self.sessions[s.key] = s
+        return s
+
+    def close_session(self, key: str) -> None:
+        self.sessions.pop(key, None)
+
+    # ------------------------------------------------------------------ requests
+
+    def _session(self, request) -> Session | None:
+        key = request.match_info.get("key")
+        if key is None:
+            auth = request.headers.get("Authorization", "")
+            key = auth[7:].strip() if auth.startswith("Bearer ") else None
+        s = self.sessions.get(key) if key else None
+        if s is None:
+            self.refused += 1
+        return s
+
+    async def _body(self, request) -> dict:
+        try:
+            body = await request.json()
+        except Exception:
+            raise ValueError("the request body is not JSON") from None
+        if not isinstance(body, dict):
+            raise ValueError("the request body must be a JSON object")
+        if body.get("n", 1) not in (1, None):
+            raise ValueError("n: only n=1 is served (one completion per call; the recipe sets the group size)")
+        return body
+
+    async def _models(self, request):
+        from aiohttp import web
+
+        if self._session(request) is None:
+            return _error(401, "no live trajectory key in Authorization: Bearer or the /k/KEY/ path", "authentication_error")
+        return web.json_response({"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "rlvr"}]})
+
+    def _budget(self, s: Session, body: dict, prompt_len: int) -> int:
+        asked = body.get("max_completion_tokens") or body.get("max_tokens")
+        if any(k in body and body[k] is not None for k in _SAMPLING_FIELDS):
+            s.settings_overridden += 1
+        budget = min(s.max_tokens, s.max_total_tokens - prompt_len)
+        if isinstance(asked, int) and asked > 0:
+            budget = min(budget, asked)
+        if budget <= 0:
+            raise ValueError(f"the prompt ({prompt_len} tokens) leaves no room under the trajectory's "
+                             f"max_total_tokens ({s.max_total_tokens})")
+        return budget
+
+    async def _generate(self, s: Session, prompt_ids: list[int], budget: int, t0: float) -> Call:
+        t_engine = time.perf_counter()
+        ids, lps, finish, spans = await s.generate(prompt_ids, budget)
+        engine_s = time.perf_counter() - t_engine
+        eos = self.tokenizer.eos_token_id
+        text = self.tokenizer.decode([t for t in ids if t != eos], skip_special_tokens=True)
+        call = Call(list(prompt_ids), list(ids), list(lps), [tuple(x) for x in spans], finish, text, engine_s)
+        s.calls.append(call)
+        return call
+
+    def _chat_prompt(self, s: Session, messages: list[dict], tools: list | None) -> list[int]:
+        """Exact ids when the request continues an earlier reply (see the module's doc), else the whole rendering."""
+        from rlvr.environments.template import TemplateMismatchError, render_delta
+        from rlvr.environments.trajectory import render_opening
+
+        full = render_opening(self.tokenizer, messages, tools or [])
+        norm = [_norm(m) for m in messages]
+        for r in reversed(s.replies):
+            n = len(r.messages)
+            if len(norm) <= n + 1 or norm[:n] != r.messages:
+                continue
+            said = norm[n]
+            if said[0] != "assistant" or not (said[1] == r.text or (r.tool_call_ids and said[2] == r.tool_call_ids)):
+                continue
+            eos = self.tokenizer.eos_token_id
+            ended = bool(r.call.completion_ids) and r.call.completion_ids[-1] == eos
+            so_far = [dict(m) for m in messages[:n]] + [{"role": "assistant", "content": r.text}]
+            try:
+                delta = render_delta(self.tokenizer, so_far, [dict(m) for m in messages[n + 1:]], tools or None,
+                                     stop_text=self.tokenizer.eos_token if ended else "")
+            except TemplateMismatchError:
+                s.rerender_mismatch += 1
+                return full
+            exact = r.call.prompt_ids + r.call.completion_ids + delta
+            if exact != full:
+                s.rerender_mismatch += 1
+            return exact
+        return full
+
+    def _tool_calls(self, s: Session, text: str, tools: list | None) -> list[dict]:
+        from rlvr.environments.parsers import get_parser
+
+        if not tools:
+            return []
+        calls, _ = get_parser(s.parser).parse(text)
+        params = {t.get("function", {}).get("name"): list((t.get("function", {}).get("parameters") or {}).get("properties") or {})
+                  for t in tools if isinstance(t, dict)}
+        out = []
+        for k, c in enumerate(calls):
+            args = c.arguments
+            if isinstance(args, str):  # one-argument syntaxes (compact): name it after the tool's only parameter
+                names = params.get(c.name) or ["input"]
+                args = {names[0]: args}
+            self._ids += 1
+            out.append({"id": f"call_{self._ids}_{k}", "type": "function",
+                        "function": {"name": c.name, "arguments": json.dumps(args)}})
+        return out
+
+    async def _chat(self, request):
+        from aiohttp import web
+
+        t0 = time.perf_counter()
+        s = self._session(request)
+        if s is None:
+            return _error(401, "no live trajectory key in Authorization: Bearer or the /k/KEY/ path", "authentication_error")
+        try:
+            body = await self._body(request)
+            messages, tools = body.get("messages"), body.get("tools") or None
+            if not isinstance(messages, list) or not messages:
+                raise ValueError("messages: a non-empty list of messages is required")
+            prompt_ids = self._chat_prompt(s, messages, tools)
+            budget = self._budget(s, body, len(prompt_ids))
+        except ValueError as e:
+            return _error(400, str(e))
+        call = await self._generate(s, prompt_ids, budget, t0)
+        call.messages = [dict(m) for m in messages]
+        tool_calls = self._tool_calls(s, call.text, tools)
+        s.replies.append(_Reply([_norm(m) for m in messages], call.text, tuple(c["id"] for c in tool_calls), call))
+        finish = "tool_calls" if tool_calls else ("length" if call.finish_reason == "length" else "stop")
+        message = {"role": "assistant", "content": None if tool_calls else call.text}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        usage = {"prompt_tokens": len(prompt_ids), "completion_tokens": len(call.completion_ids),
+                 "total_tokens": len(prompt_ids) + len(call.completion_ids)}
+        rid, created = f"chatcmpl-{secrets.token_hex(8)}", int(time.time())
+        if body.get("stream"):
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+            await resp.prepare(request)
+            delta = dict(message)
+            if tool_calls:
+                delta["tool_calls"] = [dict(c, index=k) for k, c in enumerate(tool_calls)]
+            for choice in ({"index": 0, "delta": delta, "finish_reason": None},
+                           {"index": 0, "delta": {}, "finish_reason": finish}):
+                chunk = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": self.model_name,
+                         "choices": [choice]}
+                await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            s.endpoint_seconds.append(time.perf_counter() - t0 - call.seconds)
+            return resp
+        s.endpoint_seconds.append(time.perf_counter() - t0 - call.seconds)
+        return web.json_response({"id": rid, "object": "chat.completion", "created": created, "model": self.model_name,
+                                  "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+                                  "usage": usage})
+
+    async def _completions(self, request):
+        from aiohttp import web
+
+        from rlvr.data.template import encode_prompts
+
+        t0 = time.perf_counter()
+        s = self._session(request)
+        if s is None:
+            return _error(401, "no live trajectory key in Authorization: Bearer or the /k/KEY/ path", "authentication_error")
+        try:
+            body = await self._body(request)
+            prompt = body.get("prompt")
+            if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
+                prompt = prompt[0]  # one prompt in a list: the SDK's usual shape
+            if isinstance(prompt, str):
+                prompt_ids = encode_prompts(self.tokenizer, [prompt])[0]
+            elif isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+                prompt_ids = list(prompt)
+            else:
+                raise ValueError("prompt: one string or one list of token ids")
+            budget = self._budget(s, body, len(prompt_ids))
+        except ValueError as e:
+            return _error(400, str(e))
+        call = await self._generate(s, prompt_ids, budget, t0)
+        s.endpoint_seconds.append(time.perf_counter() - t0 - call.seconds)
+        return web.json_response({
+            "id": f"cmpl-{secrets.token_hex(8)}", "object": "text_completion", "created": int(time.time()),
+            "model": self.model_name,
+            "choices": [{"index": 0, "text": call.text, "finish_reason": "length" if call.finish_reason == "length" else "stop",
+                         "logprobs": None}],
+            "usage": {"prompt_tokens": len(prompt_ids), "completion_tokens": len(call.completion_ids),
+                      "total_tokens": len(prompt_ids) + len(call.completion_ids)}})
