@@ -115,6 +115,56 @@ def bench_rollout(recipe_path: str | None = None, steps: int = 8, overrides: lis
     return out
 
 
+def agent_load(trainer, rows: list[dict], agent: str = "ask_twice") -> dict:
+    """Run every row as `agent` trajectories (rollout.n each) at once through the engines' endpoints: wall
+    time, trajectories/s, and per call the time the endpoint added to the engine's (p50/p99)."""
+    import ray
+
+    from rlvr.data import render_prompt
+
+    rows = [{**r, "env": agent} for r in rows]
+    t0 = time.time()
+    comps, _, _ = trainer.collect(trainer.submit([render_prompt(trainer.prep.tokenizer, r) for r in rows], rows=rows))
+    seconds = time.time() - t0
+    added = sorted(x for c in comps for x in c.trajectory["endpoint_seconds"])
+    engine = sorted(x for c in comps for x in c.trajectory["engine_seconds"])
+    stats = ray.get([a.agent_endpoint_stats.remote() for a in trainer.rollouts])
+
+    def pct(xs, q):
+        return 1e3 * xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+    return {"trajectories": len(comps), "calls": len(added), "seconds": seconds, "trajectories_per_s": len(comps) / seconds,
+            "errors": sum(c.trajectory["reason"] != "done" for c in comps), "open_sessions": sum(s["sessions"] for s in stats),
+            "endpoint_ms_p50": pct(added, 0.5), "endpoint_ms_p99": pct(added, 0.99),
+            "engine_ms_p50": pct(engine, 0.5), "engine_ms_p99": pct(engine, 0.99), "comps": comps}
+
+
+def bench_agent(recipe_path: str | None = None, trajectories: int = 256, overrides: list[str] = ()) -> dict:
+    from rlvr.config import load_recipe
+    from rlvr.controller import Trainer, prepare
+
+    recipe = load_recipe(recipe_path or DEFAULT_RECIPE, ["train.eval_every=0", "train.save_every=0", "logging.wandb=false",
+                                                         "logging.progress=false", "name=bench-agent", "output_dir=runs/bench",
+                                                         *overrides])
+    trainer = Trainer(prepare(recipe))
+    try:
+        trainer.start()
+        rows = trainer.prep.train_rows[:max(1, trajectories // recipe.rollout.n)]
+        agent_load(trainer, rows[:2])  # warm-up: the endpoint starts, first-call costs stay out
+        out = agent_load(trainer, rows)
+    finally:
+        trainer.shutdown()
+    out.pop("comps")
+    return out
+
+
+def format_agent(r: dict) -> str:
+    return (f"agent endpoint load: {r['trajectories']} concurrent trajectories ({r['calls']} calls) in {r['seconds']:.1f}s "
+            f"= {r['trajectories_per_s']:.1f} trajectories/s; errors {r['errors']}, keys left open {r['open_sessions']}\n"
+            f"  per call, added by the endpoint: p50 {r['endpoint_ms_p50']:.1f} ms, p99 {r['endpoint_ms_p99']:.1f} ms "
+            f"(the engine's own time: p50 {r['engine_ms_p50']:.0f} ms, p99 {r['engine_ms_p99']:.0f} ms)")
+
+
 def format_rollout(r: dict) -> str:
     from rlvr.cluster.bench import format_result
 

@@ -254,7 +254,16 @@ def cmd_bench(args) -> int:
         except RecipeError as e:
             return _fail(str(e))
         return 0
-    raise AssertionError(args.what)  # argparse admits only the four above
+    if args.what == "agent":
+        from rlvr.bench_loop import bench_agent, format_agent
+        from rlvr.config import RecipeError
+
+        try:
+            print(format_agent(bench_agent(args.recipe, trajectories=args.trajectories, overrides=args.set or [])))
+        except RecipeError as e:
+            return _fail(str(e))
+        return 0
+    raise AssertionError(args.what)  # argparse admits only the five above
 
 
 # ---- Ray job submission (rlvr/cluster/jobs.py); every error is one line and exit code 2.
@@ -434,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     dc.set_defaults(fn=cmd_data)
 
     b = sub.add_parser("bench", help="benchmarks that print measured ratios")
-    bsub = b.add_subparsers(dest="what", required=True, metavar="{rollout,learner,sync,verifiers}")
+    bsub = b.add_subparsers(dest="what", required=True, metavar="{rollout,agent,learner,sync,verifiers}")
     bv = bsub.add_parser("verifiers", help="checks per second of each built-in verifier, through the worker pool")
     bv.add_argument("--quick", action="store_true", help="a quarter of the work")
     bv.add_argument("--workers", type=int, default=2, help="verifier worker processes (default 2)")
@@ -443,6 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)")
     br.add_argument("--steps", type=int, default=8, help="RL steps per measurement (default 8)")
     br.add_argument("--gb", type=float, default=1.0, help="weight-sync tensors adding up to this many GB (default 1)")
+    ba = bsub.add_parser("agent", help="concurrent agent trajectories through the OpenAI-compatible endpoint: trajectories/s, added latency")
+    ba.add_argument("--recipe", help="recipe whose engines serve the agent (default: recipes/toy_addition_cpu.yaml)")
+    ba.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)")
+    ba.add_argument("--trajectories", type=int, default=256, help="trajectories at once (default 256)")
     bs = bsub.add_parser("sync", help="learner -> rollout weight transfer GB/s between two local processes")
     bs.add_argument("--gb", type=float, default=1.0, help="model-shaped tensors adding up to this many GB (default 1)")
     bs.add_argument("--bucket-mb", type=int, default=256, help="weight-sync bucket size in MiB (default 256)")

@@ -307,6 +307,11 @@ class RolloutActor:
     async def agent_endpoint_url(self) -> str:
         return (await self.agent_endpoint()).base_url
 
+    async def agent_endpoint_stats(self) -> dict:
+        """Open trajectory keys and refused requests (tests, the agent benchmark)."""
+        ep = getattr(self, "_agent_endpoint", None)
+        return {"sessions": len(ep.sessions) if ep else 0, "refused": ep.refused if ep else 0}
+
     async def _run_agents(self, row: dict, env: str, env_options: dict, turn, lim, k: int, prompt_index: int):
         """k runs of a registered agent against this actor's endpoint; each run's trajectory holding its last
         call is the completion, any other trajectory of the run is one of its branches."""
@@ -335,7 +340,8 @@ class RolloutActor:
         for run in runs:
             last = run.calls[-1] if run.calls else None
             messages = [*last.messages, {"role": "assistant", "content": last.text}] if last and last.messages else []
-            traj = {"messages": messages, "turns": len(run.calls), "reason": run.reason,
+            traj = {"messages": messages, "turns": len(run.calls),
+                    "calls": [[c.prompt_ids, c.completion_ids] for c in run.calls], "reason": run.reason,
                     "step_rewards": [] if run.reward is None else [float(run.reward)], "agent_reward": run.reward,
                     "info": run.info, "error": run.error, "endpoint_seconds": run.endpoint_seconds,
                     "engine_seconds": [c.seconds for c in run.calls]}

@@ -218,3 +218,16 @@ async def run_agent(env: AgentEnvironment, row: dict, endpoint, session_settings
         info.update({f"agent/{k}": v for k, v in result.info.items() if isinstance(v, (int, float))})
     return AgentRun(segments, answer, None if result is None else result.reward, reason, error, info,
                     session.calls, session.endpoint_seconds)
+
+
+async def ask_twice(row, client):
+    """Asks the row's question, then re-sends the history with "Are you sure?" and answers with the second reply."""
+    messages = [dict(m) for m in row["messages"]]
+    first = await client.chat.completions.create(model="policy", messages=messages)
+    messages += [{"role": "assistant", "content": first.choices[0].message.content},
+                 {"role": "user", "content": "Are you sure?"}]
+    second = await client.chat.completions.create(model="policy", messages=messages)
+    return second.choices[0].message.content
+
+
+ask_twice_agent = _AgentFactory(ask_twice)  # the built-in example agent (registry.py), also `rlvr bench agent`'s

@@ -53,6 +53,8 @@ _ENV_BUILTINS = {
               "runs the model's tool calls (calculator, python, plugin tools) until it answers without one"),
     "code_feedback": ("rlvr.environments.code_feedback:CodeFeedbackEnvironment",
                       "program submissions run against the row's tests; failing tests come back, up to max_attempts"),
+    "ask_twice": ("rlvr.environments.agent:ask_twice_agent",
+                  "agent (OpenAI client): asks, then asks 'Are you sure?' with the history re-sent"),
 }
 _TOOL_BUILTINS = {
     "calculator": ("rlvr.environments.calculator:calculator", False,
