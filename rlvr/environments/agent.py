@@ -65,8 +65,6 @@ class Segment:
     version_spans: list[tuple[int, int]] = field(default_factory=list)
     calls: int = 0
     last_call: int = -1  # index of its latest call among the run's calls
-    last_text: str = ""
-    last_finish: str = ""
 
     @property
     def ids(self) -> list[int]:
@@ -101,7 +99,6 @@ def assemble(calls: list[Call]) -> list[Segment]:
                 best.version_spans.append((v, n))
         best.calls += 1
         best.last_call = k
-        best.last_text, best.last_finish = c.text, c.finish_reason
     return segments
 
 
