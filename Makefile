@@ -36,7 +36,7 @@ demo-tools: $(STAMP)
 	$(BIN)/rlvr train recipes/toy_tools_cpu.yaml --overwrite
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra tests
+	$(BIN)/python -m pytest -q -ra --durations=15 tests
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
