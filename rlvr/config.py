@@ -51,6 +51,14 @@ class RolloutConfig(_Section):
     engine_timeout_s: float = Field(60.0, gt=0, description="an engine that does not answer a health check (or a weight sync) within this many seconds is treated as dead and restarted")
 
 
+class LoraConfig(_Section):
+    rank: int = Field(16, ge=1, description="adapter rank r")
+    alpha: float = Field(32.0, gt=0, description="LoRA alpha: the update is scaled by alpha / rank")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter's input (0: RL ratios compare passes)")
+    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                                      min_length=1, description="linear layers that get an adapter (by module name)")
+
+
 class LearnerConfig(_Section):
     ranks: int = Field(1, ge=1, description="DeepSpeed data-parallel ranks (one Ray actor each)")
     num_cpus: float = Field(1, gt=0, description="CPUs reserved per learner rank in Ray")
@@ -69,6 +77,7 @@ class LearnerConfig(_Section):
     threads: int | None = Field(None, ge=1, description="torch CPU threads per rank (default: its reserved CPUs)")
     critic_lr: float | None = Field(None, gt=0, description="peak learning rate of the critic (advantage gae only; default: learner.lr)")
     critic_warmup_steps: int | None = Field(None, ge=0, description="linear LR warm-up of the critic, in optimizer steps (default: learner.warmup_steps)")
+    lora: LoraConfig | None = Field(None, description="train LoRA adapters instead of every weight (peft); syncs then send only the adapters")
 
     @model_validator(mode="after")
     def _compile_without_zero3(self) -> "LearnerConfig":
@@ -137,6 +146,13 @@ class Recipe(_Section):
     external_paths: dict[str, str] = Field(default_factory=dict, description="model/data paths not in the repository, "
                                            "each with how to get it (the command that makes it, or where it lives); "
                                            "paths under a listed directory count as listed")
+
+    @model_validator(mode="after")
+    def _lora_without_inflight_updates(self) -> "Recipe":
+        if self.learner.lora is not None and self.train.inflight_updates:
+            raise ValueError("train.inflight_updates cannot be used with learner.lora: a running vLLM request keeps the "
+                             "adapter it started with, so it cannot continue under new weights")
+        return self
 
     @property
     def run_dir(self) -> Path:

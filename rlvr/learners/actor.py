@@ -97,6 +97,10 @@ class LearnerActor:
         self.dtype = getattr(torch, dtype)
         cfg = self.cfg
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype)
+        if cfg.lora is not None:  # adapters only: the base weights are frozen and the optimizer never holds them
+            from rlvr.learners.lora import apply_lora
+
+            model = apply_lora(model, cfg.lora)
         self.engine, self.scheduler = self._engine(model, cfg.lr, cfg.warmup_steps)
         self.critic = self.critic_scheduler = None
         if self.algo.needs_critic:
@@ -128,7 +132,8 @@ class LearnerActor:
         if cfg.compile:  # layer by layer: the LM head and the loss stay outside (ResponseLogprobs compiles its own kernel)
             for layer in model.get_decoder().layers:
                 layer.compile()
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, betas=cfg.betas,
+                                weight_decay=cfg.weight_decay)
         optimizer_steps = self.total_steps * self.algo.ppo_epochs * self.algo.num_minibatches
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup_steps, cfg.lr_schedule, optimizer_steps))
         # Micro-batches per optimizer step are fixed by the recipe (prompts x n / ranks / minibatches / mbs),
@@ -289,9 +294,9 @@ class LearnerActor:
 
     # ------------------------------------------------------------------ weights out
 
-    def _full_params(self, bucket_bytes: int, engine=None) -> Iterator[tuple[str, torch.Tensor]]:
+    def _full_params(self, bucket_bytes: int, engine=None, params=None) -> Iterator[tuple[str, torch.Tensor]]:
         """(name, full tensor) in order. Under ZeRO-3 every rank must iterate: gathers are collective."""
-        params = list((engine or self.engine).module.named_parameters())
+        params = params if params is not None else list((engine or self.engine).module.named_parameters())
         if self.cfg.zero_stage != 3:
             yield from params
             return
@@ -305,12 +310,33 @@ class LearnerActor:
                     yield from bucket
                 bucket, size = [], 0
 
+    def _synced(self) -> list[tuple[str, torch.Tensor]]:
+        """(name sent, parameter) of what a weight sync carries: every weight, or with LoRA only the adapters
+        (the engines load the frozen base from the same checkpoint), under peft's names."""
+        params = list(self.engine.module.named_parameters())
+        if self.cfg.lora is None:
+            return params
+        from rlvr.learners.lora import adapter_name, is_adapter
+
+        return [(adapter_name(n), p) for n, p in params if is_adapter(n)]
+
     def weight_specs(self) -> list[tuple]:
         specs = []
-        for name, p in self.engine.module.named_parameters():
+        for name, p in self._synced():
             shape = tuple(p.ds_shape) if hasattr(p, "ds_shape") else tuple(p.shape)
             specs.append((name, str(p.dtype).removeprefix("torch."), shape))
         return specs
+
+    def adapter_config(self) -> dict | None:
+        """adapter_config.json's content (None without LoRA): the engines write it beside the received tensors."""
+        if self.cfg.lora is None:
+            return None
+        from rlvr.learners.lora import adapter_config_dict
+
+        return adapter_config_dict(self.engine.module)
+
+    def trainable_parameters(self) -> int:
+        return sum(int(getattr(p, "ds_numel", p.numel())) for p in self.engine.module.parameters() if p.requires_grad)
 
     def init_weight_sync(self, host: str, port: int, world_size: int, backend: str = "gloo") -> None:
         """Rank 0 roots the broadcast to every engine; under cuda_ipc every rank feeds its colocated engine."""
@@ -328,7 +354,7 @@ class LearnerActor:
     def send_weights(self, bucket_bytes: int) -> dict:
         t0 = time.perf_counter()
         sent = 0
-        stream = self._full_params(bucket_bytes)
+        stream = self._full_params(bucket_bytes, params=self._synced())
         if self.sync is not None:
             sent = self.sync.send(stream, bucket_bytes)
         else:
@@ -342,9 +368,18 @@ class LearnerActor:
         """Plain Hugging Face checkpoint (with tokenizer) of the current policy, from rank 0."""
         state = self.full_state()
         if self.rank == 0:
-            from transformers import AutoTokenizer
+            from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            self.engine.module.save_pretrained(path, state_dict=state, safe_serialization=True)
+            if self.cfg.lora is None:
+                self.engine.module.save_pretrained(path, state_dict=state, safe_serialization=True)
+            else:  # the adapters folded in (a plain checkpoint), and the adapter itself in path/adapter (peft)
+                from rlvr.learners.lora import adapter_name, is_adapter, merged_state, write_adapter
+
+                config = self.adapter_config()
+                plain = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype)
+                plain.load_state_dict(merged_state(state, config), strict=False)
+                plain.save_pretrained(path, safe_serialization=True)
+                write_adapter(Path(path) / "adapter", {adapter_name(n): t for n, t in state.items() if is_adapter(n)}, config)
             AutoTokenizer.from_pretrained(self.model_path).save_pretrained(path)
 
     def save_checkpoint(self, path: str, client_state: dict) -> None:
