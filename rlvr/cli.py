@@ -243,6 +243,11 @@ def cmd_bench(args) -> int:
     if args.what == "sync":
         from rlvr.cluster.bench import bench_weight_sync, format_result
 
+        if args.lora:
+            from rlvr.cluster.bench import bench_sync_lora, format_lora
+
+            print(format_lora(bench_sync_lora(args.lora, args.bucket_mb, args.backend, args.dtype)))
+            return 0
         print(format_result(bench_weight_sync(int(args.gb * 1e9), args.bucket_mb, args.backend, dtype=args.dtype)))
         return 0
     if args.what == "rollout":
@@ -461,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--bucket-mb", type=int, default=256, help="weight-sync bucket size in MiB (default 256)")
     bs.add_argument("--backend", choices=["gloo", "nccl", "cuda_ipc"], default="gloo", help="transport (default gloo)")
     bs.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="tensor dtype (default bfloat16)")
+    bs.add_argument("--lora", type=int, nargs="?", const=16, metavar="RANK",
+                    help="SmolLM2-135M shape: one full-weight sync vs one LoRA-adapter sync of this rank (default 16)")
     from rlvr.learners.bench import add_arguments as bench_learner_arguments
 
     bench_learner_arguments(bsub.add_parser("learner", help="learner tokens/s and, on a GPU, MFU (no Ray, no vLLM)"))

@@ -55,6 +55,35 @@ def qwen2_like_specs(total_bytes: int, dtype: str = "bfloat16") -> list[TensorSp
     return specs
 
 
+# SmolLM2-135M (Llama-style: no biases, tied embedding): hidden, MLP, layers, KV width, vocabulary.
+SMOLLM2 = dict(hidden=576, inter=1536, layers=30, kv=192, vocab=49152)
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def smollm2_specs(dtype: str = "bfloat16", lora_rank: int | None = None) -> list[TensorSpec]:
+    """What one sync of a SmolLM2-135M policy carries: every weight, or with `lora_rank` only the adapters
+    (A: rank x in, B: out x rank) on every attention and MLP projection, as learner.lora's defaults."""
+    h, m, kv = SMOLLM2["hidden"], SMOLLM2["inter"], SMOLLM2["kv"]
+    proj = {"q_proj": (h, h), "k_proj": (kv, h), "v_proj": (kv, h), "o_proj": (h, h),
+            "gate_proj": (m, h), "up_proj": (m, h), "down_proj": (h, m)}  # (out, in)
+    specs = [] if lora_rank else [TensorSpec("model.embed_tokens.weight", dtype, (SMOLLM2["vocab"], h))]
+    for i in range(SMOLLM2["layers"]):
+        for name, (out, inp) in proj.items():
+            where = "self_attn" if name in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
+            p = f"model.layers.{i}.{where}.{name}"
+            if lora_rank:
+                specs += [TensorSpec(f"base_model.model.{p}.lora_A.weight", dtype, (lora_rank, inp)),
+                          TensorSpec(f"base_model.model.{p}.lora_B.weight", dtype, (out, lora_rank))]
+            else:
+                specs.append(TensorSpec(p + ".weight", dtype, (out, inp)))
+        if not lora_rank:
+            specs += [TensorSpec(f"model.layers.{i}.input_layernorm.weight", dtype, (h,)),
+                      TensorSpec(f"model.layers.{i}.post_attention_layernorm.weight", dtype, (h,))]
+    if not lora_rank:
+        specs.append(TensorSpec("model.norm.weight", dtype, (h,)))
+    return specs
+
+
 def _fill(spec: TensorSpec, index: int, device) -> torch.Tensor:
     """Deterministic bit patterns (NaNs and all) both sides can regenerate: exactness is checked bitwise."""
     ints = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[spec.torch_dtype.itemsize]
@@ -113,7 +142,7 @@ def _worker(rank: int, port: int, specs: list[TensorSpec], backend: str, bucket_
 
 def bench_weight_sync(total_bytes: int = 1 << 30, bucket_mb: int = 256, backend: str = "gloo", *,
                       dtype: str = "bfloat16", repeats: int = 3, verify: bool = False, torch_only: bool = False,
-                      threads: int | None = None, timeout_s: float = 600) -> dict:
+                      threads: int | None = None, timeout_s: float = 600, specs: list[TensorSpec] | None = None) -> dict:
     """Learner -> receiver weight-sync throughput in GB/s (1e9 bytes/s) between two fresh processes.
 
     ``verify`` also checks on the receiver that every tensor arrived bit-exact (slower: it
@@ -123,7 +152,7 @@ def bench_weight_sync(total_bytes: int = 1 << 30, bucket_mb: int = 256, backend:
     network threads (measured: 1.0 GB/s with 16 threads each on 16 cores, 3.0 GB/s with 4).
     """
     threads = threads or max(1, (os.cpu_count() or 1) // 4)
-    specs = qwen2_like_specs(total_bytes, dtype)
+    specs = specs or qwen2_like_specs(total_bytes, dtype)
     nbytes = sum(s.nbytes for s in specs)
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
@@ -165,3 +194,19 @@ def format_result(r: dict) -> str:
     return (f"weight sync over {r['backend']}: {r['bytes'] / 1e9:.2f} GB of {r['dtype']} in {r['tensors']} tensors, "
             f"{r['bucket_mb']} MiB buckets: {r['gbps']:.2f} GB/s (median of {r['repeats']}: {runs}; "
             f"{r['seconds']:.2f} s){exact}")
+
+
+def bench_sync_lora(rank: int = 16, bucket_mb: int = 256, backend: str = "gloo", dtype: str = "bfloat16") -> dict:
+    """One sync of a SmolLM2-135M policy, full weights vs LoRA adapters of `rank`: bytes, seconds, ratios."""
+    full = bench_weight_sync(bucket_mb=bucket_mb, backend=backend, dtype=dtype, specs=smollm2_specs(dtype))
+    lora = bench_weight_sync(bucket_mb=bucket_mb, backend=backend, dtype=dtype, specs=smollm2_specs(dtype, rank))
+    return {"rank": rank, "full": full, "lora": lora, "bytes_ratio": full["bytes"] / lora["bytes"],
+            "seconds_ratio": full["seconds"] / lora["seconds"]}
+
+
+def format_lora(r: dict) -> str:
+    f, l = r["full"], r["lora"]
+    return (f"SmolLM2-135M weight sync over {f['backend']} ({f['dtype']}):\n"
+            f"  full weights  {f['bytes'] / 1e6:8.1f} MB in {f['tensors']:3d} tensors: {f['seconds'] * 1e3:8.1f} ms\n"
+            f"  LoRA rank {r['rank']:<3d} {l['bytes'] / 1e6:8.1f} MB in {l['tensors']:3d} tensors: {l['seconds'] * 1e3:8.1f} ms\n"
+            f"  full / LoRA: {r['bytes_ratio']:.1f}x the bytes, {r['seconds_ratio']:.1f}x the time")

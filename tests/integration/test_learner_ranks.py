@@ -117,3 +117,30 @@ def test_compiled_learner_takes_the_eager_step(toy_dir):
     assert moved > 1e-4
     for k in eager:  # fused kernels round differently; Adam turns that into small update differences
         assert (compiled[k] - eager[k]).abs().max().item() <= 0.05 * moved, k
+
+
+def test_two_ranks_equal_one_rank_with_lora(toy_dir):
+    """learner.lora under ZeRO-2: only the adapters move, and two ranks take the step one takes."""
+    from transformers import AutoTokenizer
+
+    model_dir = toy_dir / "model"
+    batch = _batch(AutoTokenizer.from_pretrained(model_dir))
+    lora = {"lora": {"rank": 8, "alpha": 16}}
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    try:
+        one, _ = _train(model_dir, 1, batch, 2, "grpo", learner=lora)
+        two, _ = _train(model_dir, 2, batch, 2, "grpo", learner=lora)
+    finally:
+        ray.shutdown()
+    from transformers import AutoModelForCausalLM
+
+    from rlvr.learners.lora import base_name
+
+    init = dict(AutoModelForCausalLM.from_pretrained(model_dir).named_parameters())
+    for k, t in one.items():
+        if "lora_" not in k:  # the base is frozen
+            assert torch.equal(t, init[base_name(k)].detach()), k
+    moved = max(one[k].abs().max().item() for k in one if "lora_B" in k)  # B starts at zero
+    assert moved > 1e-4
+    for k in one:
+        assert (two[k] - one[k]).abs().max().item() <= 0.05 * moved, k

@@ -85,3 +85,18 @@ def test_bench_shapes_add_up_like_qwen2():
 def test_bench_measures_a_bit_exact_transfer():
     r = bench_weight_sync(4 << 20, bucket_mb=1, repeats=1, verify=True, torch_only=True, timeout_s=120)
     assert r["exact"] is True and r["gbps"] > 0 and r["bytes"] == sum(s.nbytes for s in qwen2_like_specs(4 << 20))
+
+
+def test_smollm2_sync_shapes_full_and_lora():
+    """`rlvr bench sync --lora` compares what a sync of SmolLM2-135M carries: every weight, or the adapters."""
+    import math
+
+    from rlvr.cluster.bench import smollm2_specs
+
+    full = smollm2_specs("bfloat16")
+    assert sum(math.prod(s.shape) for s in full) == 134_515_008  # SmolLM2-135M's parameter count (tied head)
+    lora = smollm2_specs("bfloat16", lora_rank=16)
+    assert len(lora) == 30 * 7 * 2 and all(".lora_A." in s.name or ".lora_B." in s.name for s in lora)
+    # rank 16 on every projection: r x (in + out) per projection
+    per_layer = 16 * sum(i + o for i, o in ((576, 576), (576, 192), (576, 192), (576, 576), (576, 1536), (576, 1536), (1536, 576)))
+    assert sum(math.prod(s.shape) for s in lora) == 30 * per_layer
