@@ -73,6 +73,10 @@ def _error(status: int, message: str, kind: str = "invalid_request_error"):
     return web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status)
 
 
+def _unauthorized():
+    return _error(401, "no live trajectory key in Authorization: Bearer or the /k/KEY/ path", "authentication_error")
+
+
 class AgentEndpoint:
     def __init__(self, tokenizer, *, host: str = "127.0.0.1", model_name: str = "rlvr-policy"):
         self.tokenizer, self.host, self.model_name = tokenizer, host, model_name
@@ -145,7 +149,7 @@ class AgentEndpoint:
         from aiohttp import web
 
         if self._session(request) is None:
-            return _error(401, "no live trajectory key in Authorization: Bearer or the /k/KEY/ path", "authentication_error")
+            return _unauthorized()
         return web.json_response({"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "rlvr"}]})
 
     def _budget(self, s: Session, body: dict, prompt_len: int) -> int:
@@ -224,7 +228,7 @@ class AgentEndpoint:
         t0 = time.perf_counter()
         s = self._session(request)
         if s is None:
-            return _error(401, "no live trajectory key in Authorization: Bearer or the /k/KEY/ path", "authentication_error")
+            return _unauthorized()
         try:
             body = await self._body(request)
             messages, tools = body.get("messages"), body.get("tools") or None
@@ -273,7 +277,7 @@ class AgentEndpoint:
         t0 = time.perf_counter()
         s = self._session(request)
         if s is None:
-            return _error(401, "no live trajectory key in Authorization: Bearer or the /k/KEY/ path", "authentication_error")
+            return _unauthorized()
         try:
             body = await self._body(request)
             prompt = body.get("prompt")
