@@ -83,6 +83,9 @@ class LearnerConfig(_Section):
     def _compile_without_zero3(self) -> "LearnerConfig":
         if self.compile and self.zero_stage == 3:
             raise ValueError("compile needs zero_stage 0-2: ZeRO-3's per-layer parameter gathers break the compiled graphs")
+        if self.lora is not None and self.zero_stage == 3:
+            # Two ranks hang in the first step (frozen, partitioned base weights); adapters are small: use ZeRO-2.
+            raise ValueError("lora needs zero_stage 0-2 (ZeRO-3 with frozen base weights hangs in DeepSpeed here)")
         return self
 
 

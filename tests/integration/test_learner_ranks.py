@@ -121,6 +121,7 @@ def test_compiled_learner_takes_the_eager_step(toy_dir):
 
 def test_two_ranks_equal_one_rank_with_lora(toy_dir):
     """learner.lora under ZeRO-2: only the adapters move, and two ranks take the step one takes."""
+    zero_stage = 2
     from transformers import AutoTokenizer
 
     model_dir = toy_dir / "model"
@@ -128,8 +129,8 @@ def test_two_ranks_equal_one_rank_with_lora(toy_dir):
     lora = {"lora": {"rank": 8, "alpha": 16}}
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
     try:
-        one, _ = _train(model_dir, 1, batch, 2, "grpo", learner=lora)
-        two, _ = _train(model_dir, 2, batch, 2, "grpo", learner=lora)
+        one, _ = _train(model_dir, 1, batch, zero_stage, "grpo", learner=lora)
+        two, _ = _train(model_dir, 2, batch, zero_stage, "grpo", learner=lora)
     finally:
         ray.shutdown()
     from transformers import AutoModelForCausalLM

@@ -63,5 +63,7 @@ def test_lora_config_errors_name_the_field():
 
     with pytest.raises(RecipeError, match="learner.lora.rank"):
         load_recipe("recipes/toy_addition_cpu.yaml", ["learner.lora={rank: 0}"])
+    with pytest.raises(RecipeError, match="learner: .*lora needs zero_stage 0-2"):
+        load_recipe("recipes/toy_addition_cpu.yaml", ["learner.lora={rank: 8}", "learner.zero_stage=3"])
     with pytest.raises(RecipeError, match="inflight_updates cannot be used with learner.lora"):
         load_recipe("recipes/toy_addition_cpu.yaml", ["learner.lora={rank: 8}", "train.inflight_updates=true", "train.async_steps=1"])
