@@ -165,10 +165,13 @@ class RolloutActor:
                           worker_extension_cls="rlvr.actors.rollout.WeightReceiver", disable_log_stats=True)
         if lora_rank is not None:  # LoRA policy: each sync's adapter is loaded as a new LoRA (see receive_weights)
             ranks = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM accepts as max_lora_rank
-            self._args.update(enable_lora=True, max_loras=1, max_cpu_loras=2,
+            self._args.update(enable_lora=True, max_loras=2, max_cpu_loras=4,
                               max_lora_rank=next((r for r in ranks if r >= lora_rank), lora_rank))
         self.lora_request = None  # the current policy's adapter (None: the base weights are the policy)
         self._lora_ids = itertools.count(1)
+        self._adapter_loading: asyncio.Event | None = None  # set while an adapter loads: new requests wait for it
+        self._lora_users: dict[int, int] = {}  # LoRA id -> this actor's requests using it
+        self._retired: dict = {}  # LoRA id -> LoRARequest of a replaced adapter, removed once no request uses it
         self.llm = None
         self.loading_version: int | None = None  # set while new weights load (the engine is paused)
         self._ids = itertools.count()
@@ -218,6 +221,8 @@ class RolloutActor:
         llm = await self._engine()
         if llm.errored:
             raise EngineDead(f"vLLM engine {self.engine_index}: engine core is dead")
+        while self._adapter_loading is not None:  # a request must not start with an adapter about to be removed
+            await self._adapter_loading.wait()
         k = params.n
         ids: list[list[int]] = [[] for _ in range(k)]
         lps: list[list[float]] = [[] for _ in range(k)]
@@ -225,10 +230,13 @@ class RolloutActor:
         finish = [""] * k
         stream = params.output_kind == RequestOutputKind.DELTA
         added = self.loading_version if self.loading_version is not None else self.policy_version
+        lora = self.lora_request
+        if lora is not None:
+            self._lora_users[lora.lora_int_id] = self._lora_users.get(lora.lora_int_id, 0) + 1
         self.running += k
         try:
             async for out in llm.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)), params,
-                                          request_id=f"e{self.engine_index}-{next(self._ids)}", lora_request=self.lora_request):
+                                          request_id=f"e{self.engine_index}-{next(self._ids)}", lora_request=lora):
                 version = self.policy_version if stream else added
                 for c in out.outputs:
                     new = list(c.token_ids)
@@ -249,6 +257,9 @@ class RolloutActor:
             raise
         finally:
             self.running -= k
+            if lora is not None:
+                self._lora_users[lora.lora_int_id] -= 1
+                await self._remove_unused_adapters(llm)
         return ids, lps, finish, spans
 
     async def generate(self, prompt_ids: list[int], *, n: int, temperature: float, top_p: float = 1.0,
@@ -404,6 +415,9 @@ class RolloutActor:
         llm = await self._engine()
         t0 = time.perf_counter()
         self.loading_version = version
+        # LoRA: requests arriving from now on wait in _sample, then start with the new adapter (the old one
+        # is removed once the engine has drained, so no request may still be queued with it).
+        loading = self._adapter_loading = asyncio.Event() if adapter is not None else None
         await llm.pause_generation(mode="keep" if inflight else "wait", clear_cache=False)
         paused_with = self.running
         try:
@@ -418,10 +432,12 @@ class RolloutActor:
         finally:
             self.loading_version = None
             await llm.resume_generation()
+            if loading is not None:
+                self._adapter_loading = None
+                loading.set()
         return {"seconds": time.perf_counter() - t0, "requests_in_flight": paused_with}
 
     async def _load_adapter(self, llm, specs: list, bucket_bytes: int, version: int, adapter: dict) -> None:
-        import shutil
         import tempfile
 
         from vllm.lora.request import LoRARequest
@@ -433,9 +449,21 @@ class RolloutActor:
         await llm.collective_rpc("receive_adapter", args=(specs, bucket_bytes, path, adapter))
         old, self.lora_request = self.lora_request, LoRARequest(f"policy-v{version}-{lora_id}", lora_id, path)
         await llm.add_lora(self.lora_request)
-        if old is not None:  # the engine was drained (mode wait): no request still uses it
-            await llm.remove_lora(old.lora_int_id)
-            shutil.rmtree(old.lora_path, ignore_errors=True)
+        if old is not None:
+            self._retired[old.lora_int_id] = old
+            await self._remove_unused_adapters(llm)
+
+    async def _remove_unused_adapters(self, llm) -> None:
+        """Remove replaced adapters no request uses any more. A paused engine ("wait") can still hold requests
+        queued before the sync, which start after it with the adapter they were given: vLLM reloads an
+        adapter it evicted from its directory, so neither may go while such a request exists."""
+        import shutil
+
+        for lora_id, req in list(self._retired.items()):
+            if self._lora_users.get(lora_id, 0) == 0 and self._retired.pop(lora_id, None) is not None:
+                self._lora_users.pop(lora_id, None)
+                await llm.remove_lora(lora_id)
+                shutil.rmtree(req.lora_path, ignore_errors=True)
 
     async def weights_fingerprint(self) -> float:
         return (await (await self._engine()).collective_rpc("weights_fingerprint"))[0]

@@ -1,9 +1,10 @@
 """LoRA RL on the real stack (Ray + vLLM's AsyncLLM with enable_lora + DeepSpeed ZeRO-2), toy policy.
 
-- every sync carries only the adapter, which the engine loads as a new LoRA: after two steps, vLLM's
+- every sync carries only the adapter, which the engine loads as a new LoRA: after some steps, vLLM's
   greedy output equals `transformers` + `peft` greedy output from the learner's weights, and differs
   from the base model's (the adapter matters); vLLM/learner log-prob drift stays below 1e-4;
 - the sync is the adapter's bytes, a small fraction of the model's;
+- pipelined steps (async_steps 1) swap adapters while the next batch generates, and no engine dies;
 - a checkpoint holds the adapter and its optimizer state: restored, it brings the policy back exactly,
   and the engines with it;
 - final/ is a plain merged checkpoint that `transformers` loads, and final/adapter a peft adapter,
@@ -41,7 +42,7 @@ def run(toy_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lora-run")
     recipe = load_recipe(ROOT / "recipes" / "toy_addition_cpu.yaml", [
         f"model.path={toy_dir}/model", f"data.train.0.path={toy_dir}/train.jsonl", f"data.eval.0.path={toy_dir}/eval.jsonl",
-        "learner.lora={rank: 8, alpha: 16}", "learner.lr=5e-3", "train.prompts_per_step=16", "train.steps=5",
+        "learner.lora={rank: 8, alpha: 16}", "learner.lr=5e-3", "train.prompts_per_step=64", "train.steps=9",
         "train.eval_every=0", "data.eval_size=32", f"output_dir={tmp}", "name=lora", "logging.wandb=false",
         "logging.progress=false"])
     trainer = Trainer(prepare(recipe))
@@ -51,6 +52,12 @@ def run(toy_dir, tmp_path_factory):
         out["specs"] = trainer.specs
         for _ in range(2):
             out["metrics"].append(trainer.train_step())
+        # Pipelined (async_steps 1): the next batch is submitted while the adapter swaps; none may start
+        # with the adapter being removed (that killed the engine core).
+        trainer.recipe.train.async_steps = 1
+        out["async"] = [trainer.train_step() for _ in range(3)]
+        trainer.recipe.train.async_steps = 0
+        trainer.drain()
         rows = trainer.prep.eval_rows
         prompts = [render_prompt(trainer.prep.tokenizer, r) for r in rows]
         comps, ids, _, _, _ = trainer._generate_and_score(rows, prompts, greedy=True)
@@ -87,6 +94,12 @@ def test_vllm_with_the_synced_adapter_equals_peft_greedy(run):
     assert differ >= 4, differ  # the engine really samples with the adapter
     for m in run["metrics"]:
         assert m["drift/abs_logprob_diff"] < 1e-4
+
+
+def test_adapter_swaps_while_the_next_batch_generates(run):
+    assert [m["step"] for m in run["async"]] == [3, 4, 5]
+    assert all(m["fault/rollout_restarts"] == 0 for m in run["async"])
+    assert all(m["staleness/max"] <= 1 for m in run["async"])
 
 
 def test_syncs_carry_only_the_adapter(run):
