@@ -41,7 +41,12 @@ def prepare(recipe: Recipe) -> Prepared:
         load_plugins(recipe.verifiers.plugins)
         train_rows = load_sources(recipe.data.train, seed=recipe.data.seed, strict=recipe.data.strict)
         eval_rows = load_eval(recipe.data) if recipe.data.eval else []
-        check_verifier_names([r["verifier"] for r in train_rows] + [r["verifier"] for r in eval_rows])
+        from rlvr.verifiers.registry import _REGISTRY
+        from rlvr.verifiers.scorer import check_model_verifiers, model_name_map
+
+        check_model_verifiers(recipe.judges, recipe.reward_models, set(_REGISTRY))
+        check_verifier_names([r["verifier"] for r in train_rows] + [r["verifier"] for r in eval_rows],
+                             also_known=model_name_map(recipe.judges, recipe.reward_models))
         check_environments(recipe, [r["env"] for r in [*train_rows, *eval_rows] if r.get("env")])
         check_layout(recipe)  # colocation and transport rules no cluster could satisfy
     except (DataError, PluginError, PreflightError, EnvironmentConfigError) as e:
@@ -133,8 +138,15 @@ class Trainer:
             total_steps=r.train.steps, micro_batches=self.micro_batches, seed=r.seed, dtype=r.model.dtype)
             for i in range(r.learner.ranks)]
         self.rollouts = [self._new_engine(i, self.placement.rollout_options(i)) for i in range(r.rollout.engines)]
+        from rlvr.verifiers.scorer import Scorer, start_model_verifiers
+
+        # Judges' engines and reward models (their own bundles) load while the rest starts.
+        models = start_model_verifiers(r.judges, r.reward_models, placement=self.placement, seed=r.seed)
         host, port = ray.get(self.learners[0].address.remote())
         ray.get([l.setup.remote(host, port) for l in self.learners] + [a.ready.remote() for a in self.rollouts])
+        if models is not None:
+            self.pool = Scorer(self.pool, models, r.verifiers)  # the pool's interface, judges and RMs beside it
+            models.wait_ready()
         self.init_weight_sync()
         self.specs = ray.get(self.learners[0].weight_specs.remote())
         from rlvr.actors.scheduler import RolloutScheduler
