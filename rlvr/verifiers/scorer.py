@@ -73,7 +73,10 @@ class ModelVerifiers:
             ray.get(self._ready_refs, timeout=timeout)
             self._ready_refs = []
         if self.local_engines:
-            self.run(asyncio.gather(*(e.ready() for e in self.local_engines)), timeout)
+            async def _ready():
+                return await asyncio.gather(*(e.ready() for e in self.local_engines))
+
+            self.run(_ready(), timeout)
 
     async def _score_all(self, work: dict[str, list]) -> dict[str, list[VerifyResult]]:
         names = list(work)
