@@ -91,7 +91,7 @@ class NormalizeConfig(BaseModel):
                                                                            "scores so far; affine: scale * x + shift")
     scale: float = Field(1.0, description="affine: multiplier")
     shift: float = Field(0.0, description="affine: offset")
-    eps: float = Field(1e-6, gt=0, description="running: added to the std")
+    eps: float = Field(1e-6, ge=0, description="running: added to the std")
     clip: tuple[float, float] | None = Field(None, description="clip the normalised score to [lo, hi]")
 
     @field_validator("clip")
