@@ -139,3 +139,44 @@ def check_model_names(judges: dict, reward_models: dict) -> None:
     both = sorted(set(judges) & set(reward_models))
     if both:
         raise ValueError(f"judges.{both[0]}: the name is also a reward_models entry; give each verifier its own name")
+
+
+class ModelSections(BaseModel):
+    """The ``judges:`` and ``reward_models:`` sections read alone (``rlvr verify/eval/bench --judges FILE``)."""
+
+    model_config = ConfigDict(extra="ignore")  # a whole recipe works too: its other sections are ignored
+
+    judges: dict[str, JudgeConfig] = Field(default_factory=dict)
+    reward_models: dict[str, RewardModelConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _names(self) -> "ModelSections":
+        check_model_names(self.judges, self.reward_models)
+        return self
+
+
+def load_model_sections(path: str) -> ModelSections:
+    """Read and validate the sections from a YAML file (a recipe, with its base: chain, works);
+    ValueError with one line naming the file and field on any problem."""
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from rlvr.config import RecipeError, _describe, read_recipe_mapping
+
+    try:
+        raw = read_recipe_mapping(path)
+        sections = ModelSections.model_validate(raw)
+    except RecipeError as e:
+        raise ValueError(str(e)) from None
+    except ValidationError as e:
+        raise ValueError(f"{path}: {_describe(e)}") from None
+    for name, j in sections.judges.items():
+        if j.path is not None and not (Path(j.path) / "config.json").is_file():
+            raise ValueError(f"{path}: judges.{name}.path: no Hugging Face checkpoint at {j.path} (config.json missing)")
+    for name, m in sections.reward_models.items():
+        if not (Path(m.path) / "config.json").is_file():
+            raise ValueError(f"{path}: reward_models.{name}.path: no Hugging Face checkpoint at {m.path} (config.json missing)")
+    if not sections.judges and not sections.reward_models:
+        raise ValueError(f"{path}: no judges: or reward_models: section")
+    return sections
