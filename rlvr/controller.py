@@ -254,15 +254,28 @@ class Trainer:
         generate). Returns the groups' results and scores in prompt order, and the verification seconds."""
         scores: dict = {}
         t_ver = 0.0
+        pending: dict = {}  # model-scored verifiers (judges, reward models): group -> future
 
         def score_group(k, res):
             nonlocal t_ver
             t0 = time.time()
+            if hasattr(self.pool, "score_async"):  # judged groups score concurrently while the others generate
+                fut = self.pool.score_async(VerifyRequest.for_completions(rows, prompts, res.completions))
+                fut.add_done_callback(lambda _f, res=res: setattr(res, "t_scored", time.time()))
+                pending[k] = (fut, res)
+                return
             scores[k] = self.score(rows, prompts, res.completions)  # completions carry prompt_index k
             res.t_scored = time.time()
             t_ver += res.t_scored - t0
 
         self.collect(batch, score_group)
+        if pending:  # verification time is what generation did not hide
+            t0 = time.time()
+            for k, (fut, res) in pending.items():
+                scores[k] = fut.result()
+                if not hasattr(res, "t_scored"):  # its done-callback may still be on its way
+                    res.t_scored = time.time()
+            t_ver += time.time() - t0
         return [batch.results[k] for k in range(len(rows))], [scores[k] for k in range(len(rows))], t_ver
 
     # ------------------------------------------------------------------ elastic engine pool

@@ -195,6 +195,7 @@ class OpenAIBackend:
         self.cfg = cfg
         self._key = api_key or "EMPTY"  # local servers often want none; never logged
         self._client = None
+        import openai  # noqa: F401 - a heavy import: paid at start-up, not inside the first timed request
 
     def __repr__(self) -> str:  # the key must not show up in a log line or a traceback's locals
         return f"OpenAIBackend(base_url={self.cfg.base_url!r}, model={self.cfg.model!r})"

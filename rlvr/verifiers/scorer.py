@@ -138,6 +138,16 @@ class Scorer:
     def __init__(self, pool, models: ModelVerifiers | None, config: VerifierConfig | None = None):
         self.pool, self.models = pool, models
         self.config = config or getattr(pool, "config", None) or VerifierConfig()
+        self._executor = None
+
+    def score_async(self, requests: list[VerifyRequest]):
+        """`score` in a background thread: a future. Several batches (finished groups) are judged at once;
+        the pool's part of each runs one batch at a time (the pool serialises), judge requests overlap."""
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rlvr-scorer")
+        return self._executor.submit(self.score, requests)
 
     def score(self, requests: list[VerifyRequest], progress: bool = False) -> list[VerifyResult]:
         names = self.models.names if self.models else {}
@@ -199,6 +209,8 @@ class Scorer:
         return out
 
     def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
         try:
             if self.models:
                 self.models.close()

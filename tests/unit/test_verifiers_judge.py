@@ -268,3 +268,43 @@ def test_judge_combines_with_rule_verifiers_on_one_row(key_env):
     assert res[0].details["style"]["score"] == 1.0 and res[0].details["string_match"]["score"] == 1.0
     assert res[2].details["string_match"]["score"] == 0.0 and res[2].details["judge"]["score"] == 1.0  # per-name truth
     assert stats["verifier/string_match/calls"] == 4 and stats["judge/style/requests"] == 4
+
+
+def test_finished_groups_are_judged_concurrently(key_env):
+    """score_async (the trainer's path for judged groups): batches submitted one after another overlap."""
+    with FakeOpenAI("slow", delay_s=0.6) as srv:
+        sc = _scorer(srv.base_url, timeout_s=10)
+        try:
+            sc.score(_reqs(1))  # warm: the HTTP client's first use
+            t0 = time.time()
+            futs = [sc.score_async(_reqs(2)) for _ in range(4)]
+            res = [f.result() for f in futs]
+            dt = time.time() - t0
+        finally:
+            sc.close()
+    assert [[r.score for r in batch] for batch in res] == [[1.0, 0.0]] * 4
+    assert dt < 4 * 0.6, dt  # one after another would take 2.4 s or more
+
+
+def test_verify_cli_with_an_endpoint_judge_and_a_reward_model(key_env, tmp_path, toy_rm_dir, capsys):
+    from rlvr.cli import main
+
+    rows = [{"id": "a", "prompt": "What is 2 + 2?", "response": "4", "ground_truth": "4", "verifier": ["string_match", "style"]},
+            {"id": "b", "prompt": "What is 2 + 3?", "response": "7", "ground_truth": "5", "verifier": "parity"},
+            {"id": "c", "prompt": "What is 2 + 2?", "response": "8", "ground_truth": "4", "verifier": "reward_model"}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with FakeOpenAI("ok", ok_word="4") as srv:
+        (tmp_path / "judges.yaml").write_text(
+            f"judges:\n  style: {{base_url: '{srv.base_url}', api_key_env: RLVR_TEST_JUDGE_KEY}}\n"
+            f"reward_models:\n  parity: {{path: {toy_rm_dir}}}\n")
+        code = main(["verify", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl"),
+                     "--workers", "0", "--judges", str(tmp_path / "judges.yaml")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    out = [json.loads(line) for line in open(tmp_path / "out.jsonl")]
+    assert out[0]["score"] == 1.0 and out[0]["details"]["style"]["details"]["reply"] == "Yes."
+    assert out[1]["score"] < -2 and out[2]["score"] > 2  # raw toy RM scores: odd vs even last digit
+    assert "judge/style/requests 1" in err and KEY not in err and KEY not in (tmp_path / "out.jsonl").read_text()
+    # a row naming a judge the file does not declare is a bad row, reported with its line
+    code = main(["verify", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out2.jsonl"), "--workers", "0"])
+    assert code == 1 and "in.jsonl:1: unknown verifier 'style'" in capsys.readouterr().err
