@@ -283,6 +283,7 @@ class Placement:
     def judge_options(self, name: str, engine: int) -> dict:
         j = self.recipe.judges[name]
         opts = self._options(f"judge-{name}", engine, j.num_cpus, j.num_gpus * j.tensor_parallel_size)
+        opts["max_restarts"] = 3  # a crashed judge comes back (its engine reloads on the next request); meanwhile its samples score 0
         opts["runtime_env"] = {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(max(1, int(j.kv_cache_gib))),
                                             "OMP_NUM_THREADS": str(max(1, math.floor(j.num_cpus)))}}
         return opts
@@ -290,6 +291,7 @@ class Placement:
     def reward_model_options(self, name: str) -> dict:
         m = self.recipe.reward_models[name]
         opts = self._options(f"rm-{name}", 0, m.num_cpus, m.num_gpus)
+        opts["max_restarts"] = 3
         opts["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(max(1, math.floor(m.num_cpus)))}}
         return opts
 
