@@ -308,3 +308,18 @@ def test_verify_cli_with_an_endpoint_judge_and_a_reward_model(key_env, tmp_path,
     # a row naming a judge the file does not declare is a bad row, reported with its line
     code = main(["verify", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out2.jsonl"), "--workers", "0"])
     assert code == 1 and "in.jsonl:1: unknown verifier 'style'" in capsys.readouterr().err
+
+
+def test_own_engine_judges_and_reward_models_are_in_the_placement_plan(tmp_path):
+    from rlvr.cluster.placement import PreflightError, groups, plan, preflight
+
+    r = load_recipe(_recipe(tmp_path, "judges: {style: {path: j, engines: 2, num_cpus: 1.5}, "
+                                      "remote: {base_url: 'http://h/v1'}}\nreward_models: {rm: {path: m, num_cpus: 0.5}}"),
+                    check_files=False)
+    gs = {g.name: g for g in groups(r)}
+    assert set(gs) == {"learner", "rollout", "judge-style", "rm-rm"}  # an endpoint judge reserves nothing
+    assert gs["judge-style"].count == 2 and gs["judge-style"].bundle == {"CPU": 1.5}
+    assert plan(r)["CPU"] == 1 + 1 + 2 * 1.5 + 0.5
+    preflight(r, {"CPU": 5.5})
+    with pytest.raises(PreflightError, match=r"needs 5.5 CPUs but the cluster has 4.*judges.style.num_cpus"):
+        preflight(r, {"CPU": 4})
