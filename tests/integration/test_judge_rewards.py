@@ -56,7 +56,6 @@ def run(toy_dir, toy_rm_dir, smollm2_dir, tmp_path_factory):
         for _ in range(2):
             state["metrics"].append(trainer.train_step())
             state["trained"].append(trainer.last_trained[0])
-        state["acc"] = trainer.evaluate()
         state["probe"] = _probe_judge_engine(trainer, smollm2_dir)
         state["version"] = trainer.version
     finally:

@@ -323,3 +323,43 @@ def test_own_engine_judges_and_reward_models_are_in_the_placement_plan(tmp_path)
     preflight(r, {"CPU": 5.5})
     with pytest.raises(PreflightError, match=r"needs 5.5 CPUs but the cluster has 4.*judges.style.num_cpus"):
         preflight(r, {"CPU": 4})
+
+
+class _FakeEngine:
+    """Stands in for a local JudgeActor: answers "yes"/"no" after `delay_s`; records cancellations."""
+
+    def __init__(self, delay_s: float = 0.0):
+        self.delay_s, self.calls, self.cancelled = delay_s, 0, 0
+
+    async def judge(self, messages, sampling):
+        import asyncio
+
+        self.calls += 1
+        try:
+            await asyncio.sleep(self.delay_s)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        text = "yes" if "Response:\n4" in messages[-1]["content"] else "no"
+        return {"text": text, "prompt_tokens": 7, "completion_tokens": 1}
+
+
+def test_own_engine_backend_spreads_requests_and_cancels_on_timeout():
+    from rlvr.verifiers.judge import EngineBackend
+
+    engines = [_FakeEngine(0.05), _FakeEngine(0.05)]
+    client = JudgeClient("own", JudgeConfig(path="m", max_in_flight=8), EngineBackend(engines))
+    sc = Scorer(VerifierPool(VerifierConfig(workers=0)), ModelVerifiers({"own": client}, {}))
+    try:
+        res = sc.score([VerifyRequest("4" if i % 2 == 0 else "5", "4", "own", None, "q") for i in range(8)])
+        stats = sc.stats()
+        assert [r.score for r in res] == [1.0, 0.0] * 4
+        assert engines[0].calls == engines[1].calls == 4  # least-outstanding routing
+        assert stats["judge/own/tokens"] == 8 * 8 and stats["judge/own/prompt_tokens"] == 56
+        slow = [_FakeEngine(5.0)]
+        impatient = JudgeClient("slow", JudgeConfig(path="m", timeout_s=0.1, retries=1, retry_backoff_s=0), EngineBackend(slow))
+        out = sc.models.run(impatient.score([(None, "4", "4")] * 3))
+        assert all(r.error.startswith("timeout: judge 'slow'") and "after 2 attempts" in r.error for r in out)
+        assert slow[0].calls == slow[0].cancelled == 6  # every timed-out request was cancelled in the engine
+    finally:
+        sc.close()
