@@ -1,7 +1,8 @@
 """Judges and reward models as verifiers, end to end: two GRPO steps of the toy policy (Ray + vLLM + DeepSpeed)
 whose rows are scored by a rule verifier (math), an LLM judge on its own vLLM engine (SmolLM2-135M-Instruct,
 yes/no rubric, a Ray actor in the placement plan), a judge behind an OpenAI-compatible endpoint (a fake server
-on loopback, with a key from the environment) and the toy reward model (a Ray actor), all on the same rows.
+on loopback, with a key from the environment), a judge that is down, and the toy reward model (a Ray actor), all
+on the same rows.
 Then probes of the live judge engine: its replies equal transformers' greedy replies on the same rubric, and
 requests past their timeout cost only themselves."""
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI, free_port
 from rlvr.config import load_recipe
 from rlvr.controller import Trainer, prepare
 from rlvr.toy_rm import label_of
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 SMOLLM2_DIR = ROOT / ".cache" / "rlvr" / "smollm2-135m"
 KEY = "sk-judge-e2e-5e1f0c7a9b3d"
-NAMES = ["math", "style", "remote", "parity"]
+NAMES = ["math", "style", "remote", "parity", "down"]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,8 @@ def run(toy_dir, toy_rm_dir, smollm2_dir, tmp_path_factory):
         "data.eval_size=8", "train.steps=2", "train.prompts_per_step=8", "rollout.n=4", f"output_dir={tmp}/runs",
         "name=judged", "logging.progress=false", "logging.wandb=true", "cluster.num_cpus=4",
         f"judges={{style: {{path: {smollm2_dir}, max_tokens: 4, max_model_len: 1024, num_cpus: 1}}, "
-        f"remote: {{base_url: '{srv.base_url}', model: fake-judge, api_key_env: RLVR_TEST_JUDGE_KEY, timeout_s: 10}}}}",
+        f"remote: {{base_url: '{srv.base_url}', model: fake-judge, api_key_env: RLVR_TEST_JUDGE_KEY, timeout_s: 10}}, "
+        f"down: {{base_url: 'http://127.0.0.1:{free_port()}/v1', retries: 1, retry_backoff_s: 0.01}}}}",  # nothing listens
         f"reward_models={{parity: {{path: {toy_rm_dir}, normalize: {{kind: affine, scale: 0.05, shift: 0.5, clip: [0, 1]}}}}}}"])
     trainer = Trainer(prepare(recipe))
     state = {"metrics": [], "trained": []}
@@ -97,10 +99,11 @@ def test_two_steps_train_on_judge_and_reward_model_scores(run):
         # every trained sample went through each model verifier once (evaluation rows name only math)
         assert m["judge/style/requests"] == m["judge/remote/requests"] == m["reward_model/parity/samples"] == steps * samples
         assert m["judge/style/errors"] == m["judge/style/timeouts"] == m["judge/remote/errors"] == 0
+        assert m["judge/down/errors"] == m["judge/down/requests"] == steps * samples  # a judge that is down costs its part
         assert m["judge/style/requests_per_s"] > 0 and m["judge/style/latency_p50_s"] <= m["judge/style/latency_p99_s"]
         assert m["judge/style/tokens"] > steps * samples * 50  # the rubric's prompt tokens are counted
         assert m["verifier/math/calls"] >= steps * samples
-    assert "loss/policy" in m2 and m2["reward/style"] == m2["reward/mean"]  # every row names all four
+    assert "loss/policy" in m2 and m2["reward/style"] == m2["reward/mean"]  # every row names all five
 
 
 def test_scores_are_the_verifiers_own(run):
@@ -116,7 +119,9 @@ def test_scores_are_the_verifiers_own(run):
                 assert d["parity"]["score"] == pytest.approx(min(1.0, max(0.0, 0.05 * raw + 0.5)))
                 assert d["remote"]["score"] == (1.0 if "1" in c.text else 0.0)  # the fake endpoint's rule
                 assert d["style"]["error"] is None and d["style"]["score"] in (0.0, 1.0) and d["style"]["details"]["reply"]
-                expected = sum(d[k]["score"] for k in NAMES) / 4
+                assert d["down"]["score"] == 0.0 and "request failed" in d["down"]["error"] and "after 2 attempts" in d["down"]["error"]
+                assert s.error and s.error.startswith("down: ")  # the row's error names the failed part only
+                expected = sum(d[k]["score"] for k in NAMES) / len(NAMES)
                 assert s.score == pytest.approx(expected)
                 n += 1
     assert n == 2 * 8 * 4
