@@ -98,7 +98,7 @@ class RewardModelActor:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
         self.tokenizer.truncation_side = "left"  # keep the response's end, which the model pools
-        self.model = AutoModelForSequenceClassification.from_pretrained(self.cfg.path, torch_dtype=getattr(torch, self.cfg.dtype))
+        self.model = AutoModelForSequenceClassification.from_pretrained(self.cfg.path, dtype=getattr(torch, self.cfg.dtype))
         self.model.config.pad_token_id = self.tokenizer.pad_token_id  # sequence pooling finds the last non-pad token
         self.model.eval()
 
