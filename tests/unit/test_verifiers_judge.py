@@ -363,3 +363,19 @@ def test_own_engine_backend_spreads_requests_and_cancels_on_timeout():
         assert slow[0].calls == slow[0].cancelled == 6  # every timed-out request was cancelled in the engine
     finally:
         sc.close()
+
+
+def test_bench_verifiers_with_judges(key_env, tmp_path, toy_rm_dir, capsys):
+    from rlvr.cli import main
+
+    with FakeOpenAI("ok", ok_word="The sum") as srv:
+        (tmp_path / "judges.yaml").write_text(
+            f"judges:\n  style: {{base_url: '{srv.base_url}', api_key_env: RLVR_TEST_JUDGE_KEY}}\n"
+            f"reward_models:\n  parity: {{path: {toy_rm_dir}}}\n")
+        code = main(["bench", "verifiers", "--judges", str(tmp_path / "judges.yaml"), "--requests", "8"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "requests/s" in out and "style" in out and "parity" in out
+    assert len(srv.requests) == 4 + 8  # warm-up, then the timed requests
+    assert main(["bench", "verifiers", "--judges", str(tmp_path / "missing.yaml")]) == 1
+    assert "recipe file not found" in capsys.readouterr().err
