@@ -100,7 +100,8 @@ class RewardModelActor:
         self.tokenizer.truncation_side = "left"  # keep the response's end, which the model pools
         self.model = AutoModelForSequenceClassification.from_pretrained(self.cfg.path, dtype=getattr(torch, self.cfg.dtype))
         self.model.config.pad_token_id = self.tokenizer.pad_token_id  # sequence pooling finds the last non-pad token
-        self.model.eval()
+        self.device = "cuda" if self.cfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+        self.model.to(self.device).eval()
 
     def ready(self) -> bool:
         return True
@@ -118,7 +119,8 @@ class RewardModelActor:
             for i in range(0, len(texts), self.cfg.batch_size):
                 enc = self.tokenizer(texts[i:i + self.cfg.batch_size], return_tensors="pt", padding=True, truncation=True,
                                      max_length=self.cfg.max_length, add_special_tokens=False)
-                out += logits_to_scores(self.model(**enc).logits, self.cfg.label)
+                enc = {k: v.to(self.device) for k, v in enc.items()}
+                out += logits_to_scores(self.model(**enc).logits.cpu(), self.cfg.label)
         return out
 
 
