@@ -126,6 +126,18 @@ def cmd_toy_model(args) -> int:
 
     import torch
 
+    if getattr(args, "rm", False):
+        from rlvr.toy_rm import DEFAULT_TOY_RM_DIR, build_toy_rm
+
+        out = Path(args.out or DEFAULT_TOY_RM_DIR)
+        if (out / "toy_rm.json").is_file() and not args.force:
+            print(f"toy reward model already built at {out} (use --force to rebuild): {json.loads((out / 'toy_rm.json').read_text())}")
+            return 0
+        print(f"building the toy reward model into {out} (tiny Qwen2 classifier: score > 0 iff the response ends in an even digit)...")
+        build_toy_rm(out, seed=args.seed)
+        print(f"done: {json.loads((out / 'toy_rm.json').read_text())}")
+        return 0
+
     if args.tools:
         from rlvr.toy_tools import build_toy_tools as build_toy
     else:
@@ -148,7 +160,7 @@ def cmd_verify(args) -> int:
     from rlvr.verifiers.commands import cmd_verify as run
 
     cfg = VerifierConfig(timeout_s=args.timeout, workers=args.workers, plugins=args.plugin or [])
-    return run(args.input, args.output, cfg)
+    return run(args.input, args.output, cfg, judges=args.judges)
 
 
 def cmd_verifiers(args) -> int:
@@ -235,7 +247,8 @@ def cmd_bench(args) -> int:
         from rlvr.verifiers import VerifierConfig
         from rlvr.verifiers.commands import bench_verifiers
 
-        return bench_verifiers(VerifierConfig(workers=args.workers), quick=args.quick)
+        return bench_verifiers(VerifierConfig(workers=args.workers), quick=args.quick, judges=args.judges,
+                               requests=args.requests)
     if args.what == "learner":
         from rlvr.learners.bench import main as bench_learner
 
@@ -369,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("toy-model", help="build (or rebuild) the toy policy and its addition data")
     m.add_argument("--tools", action="store_true", help="the multi-turn toy instead: 3x2-digit multiplication with a calculator tool")
+    m.add_argument("--rm", action="store_true", help="the toy reward model instead (a tiny classifier, trained in seconds; .cache/rlvr/toy-rm)")
     m.add_argument("--out", help=f"output directory (default {DEFAULT_TOY_DIR}, with --tools {DEFAULT_TOOLS_TOY_DIR})")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--force", action="store_true", help="rebuild even if it exists")
@@ -388,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--plugin", action="append", help="plugin module to import (repeatable)")
     v.add_argument("--timeout", type=float, default=10.0)
     v.add_argument("--workers", type=int, default=2)
+    v.add_argument("--judges", metavar="YAML", help="judges: / reward_models: sections (a recipe works) for rows naming them")
     v.set_defaults(fn=cmd_verify)
 
     ls = sub.add_parser("verifiers", help="list registered verifiers")
@@ -423,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-tokens", type=int, default=512, help="most tokens per completion (default 512)")
     ev.add_argument("--verifier", help="verifier for rows that name none")
     ev.add_argument("--plugin", action="append", help="verifier plugin module to import (repeatable)")
+    ev.add_argument("--judges", metavar="YAML", help="judges: / reward_models: sections (a recipe works) for rows naming them")
     ev.add_argument("--env", help="environment for rows that name none (multi-turn; default: single turn)")
     ev.add_argument("--env-plugin", action="append", help="environment plugin module or .py file (repeatable)")
     ev.add_argument("--max-turns", type=int, help="assistant turns per trajectory (default 4)")
@@ -452,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     bv = bsub.add_parser("verifiers", help="checks per second of each built-in verifier, through the worker pool")
     bv.add_argument("--quick", action="store_true", help="a quarter of the work")
     bv.add_argument("--workers", type=int, default=2, help="verifier worker processes (default 2)")
+    bv.add_argument("--judges", metavar="YAML", help="benchmark the judges and reward models declared here instead "
+                    "(requests/s, latency; e.g. docs/judges_cpu.yaml)")
+    bv.add_argument("--requests", type=int, default=64, help="with --judges: requests per judge / reward model (default 64)")
     br = bsub.add_parser("rollout", help="in-loop vs raw AsyncLLM tokens/s, long-tail pipeline speed-up, async step ratio, weight-sync GB/s")
     br.add_argument("--recipe", help="recipe to measure (default: recipes/toy_addition_cpu.yaml)")
     br.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)")

@@ -17,6 +17,7 @@ from rlvr.data.config import DataConfig
 from rlvr.environments.config import EnvironmentsConfig
 from rlvr.learners.algo_config import AlgorithmConfig
 from rlvr.verifiers.config import VerifierConfig
+from rlvr.verifiers.model_config import JudgeConfig, RewardModelConfig, check_model_names
 
 
 class RecipeError(ValueError):
@@ -140,6 +141,10 @@ class Recipe(_Section):
     learner: LearnerConfig = Field(default_factory=LearnerConfig, description="DeepSpeed learner pool")
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig, description="advantage estimator, policy loss, KL")
     verifiers: VerifierConfig = Field(default_factory=VerifierConfig, description="verifier pool and plugins")
+    judges: dict[str, JudgeConfig] = Field(default_factory=dict, description="LLM judges by verifier name: own vLLM "
+                                           "engine(s) (path) or an OpenAI-compatible endpoint (base_url), rubric, parser")
+    reward_models: dict[str, RewardModelConfig] = Field(default_factory=dict, description="sequence-classification "
+                                                        "reward models by verifier name, with score normalisation")
     environments: EnvironmentsConfig = Field(default_factory=EnvironmentsConfig, description="multi-turn environments and tools: plugins, limits, reward")
     train: TrainConfig = Field(default_factory=TrainConfig, description="loop length, evaluation and checkpoints")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Ray cluster and weight-sync transport")
@@ -155,6 +160,11 @@ class Recipe(_Section):
         if self.learner.lora is not None and self.train.inflight_updates:
             raise ValueError("train.inflight_updates cannot be used with learner.lora: a running vLLM request keeps the "
                              "adapter it started with, so it cannot continue under new weights")
+        return self
+
+    @model_validator(mode="after")
+    def _model_verifier_names(self) -> "Recipe":
+        check_model_names(self.judges, self.reward_models)
         return self
 
     @property
@@ -267,6 +277,8 @@ def read_recipe_mapping(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) 
 def recipe_paths(recipe: Recipe) -> list[tuple[str, str]]:
     """(field, path) of every local input the recipe reads: the model and each data source (hub ids excluded)."""
     out = [("model.path", recipe.model.path)]
+    out += [(f"judges.{n}.path", j.path) for n, j in recipe.judges.items() if j.path is not None]
+    out += [(f"reward_models.{n}.path", m.path) for n, m in recipe.reward_models.items()]
     for section in ("train", "eval"):
         out += [(f"data.{section}.{i}.path", src.path) for i, src in enumerate(getattr(recipe.data, section))
                 if not src.path.startswith("hf:")]
@@ -288,8 +300,8 @@ def check_paths(recipe: Recipe) -> None:
     for field, path in recipe_paths(recipe):
         how = external_source(recipe, path)
         hint = f" (get it with: {how})" if how else ""
-        if field == "model.path" and not (Path(path) / "config.json").is_file():
-            raise RecipeError(f"model.path: no Hugging Face checkpoint at {path} (config.json missing){hint}")
+        if field.endswith(".path") and not field.startswith("data.") and not (Path(path) / "config.json").is_file():
+            raise RecipeError(f"{field}: no Hugging Face checkpoint at {path} (config.json missing){hint}")
         if not Path(path).exists():
             raise RecipeError(f"{field}: file not found: {path}{hint}")
 
@@ -301,6 +313,10 @@ def field_reference(model: type[BaseModel] = Recipe, prefix: str = "") -> list[t
         ann = f.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             rows.extend(field_reference(ann, f"{prefix}{name}."))
+            continue
+        args = getattr(ann, "__args__", ())
+        if getattr(ann, "__origin__", None) is dict and len(args) == 2 and isinstance(args[1], type) and issubclass(args[1], BaseModel):
+            rows.extend(field_reference(args[1], f"{prefix}{name}.<name>."))  # judges.<name>.path, ...
             continue
         default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
         rows.append((prefix + name, default, f.description or ""))

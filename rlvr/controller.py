@@ -41,7 +41,12 @@ def prepare(recipe: Recipe) -> Prepared:
         load_plugins(recipe.verifiers.plugins)
         train_rows = load_sources(recipe.data.train, seed=recipe.data.seed, strict=recipe.data.strict)
         eval_rows = load_eval(recipe.data) if recipe.data.eval else []
-        check_verifier_names([r["verifier"] for r in train_rows] + [r["verifier"] for r in eval_rows])
+        from rlvr.verifiers.registry import _REGISTRY
+        from rlvr.verifiers.scorer import check_model_verifiers, model_name_map
+
+        check_model_verifiers(recipe.judges, recipe.reward_models, set(_REGISTRY))
+        check_verifier_names([r["verifier"] for r in train_rows] + [r["verifier"] for r in eval_rows],
+                             also_known=model_name_map(recipe.judges, recipe.reward_models))
         check_environments(recipe, [r["env"] for r in [*train_rows, *eval_rows] if r.get("env")])
         check_layout(recipe)  # colocation and transport rules no cluster could satisfy
     except (DataError, PluginError, PreflightError, EnvironmentConfigError) as e:
@@ -133,8 +138,15 @@ class Trainer:
             total_steps=r.train.steps, micro_batches=self.micro_batches, seed=r.seed, dtype=r.model.dtype)
             for i in range(r.learner.ranks)]
         self.rollouts = [self._new_engine(i, self.placement.rollout_options(i)) for i in range(r.rollout.engines)]
+        from rlvr.verifiers.scorer import Scorer, start_model_verifiers
+
+        # Judges' engines and reward models (their own bundles) load while the rest starts.
+        models = start_model_verifiers(r.judges, r.reward_models, placement=self.placement, seed=r.seed)
         host, port = ray.get(self.learners[0].address.remote())
         ray.get([l.setup.remote(host, port) for l in self.learners] + [a.ready.remote() for a in self.rollouts])
+        if models is not None:
+            self.pool = Scorer(self.pool, models, r.verifiers)  # the pool's interface, judges and RMs beside it
+            models.wait_ready()
         self.init_weight_sync()
         self.specs = ray.get(self.learners[0].weight_specs.remote())
         # LoRA: syncs carry only the adapter (with its config); the engines loaded the same frozen base.
@@ -245,15 +257,28 @@ class Trainer:
         generate). Returns the groups' results and scores in prompt order, and the verification seconds."""
         scores: dict = {}
         t_ver = 0.0
+        pending: dict = {}  # model-scored verifiers (judges, reward models): group -> future
 
         def score_group(k, res):
             nonlocal t_ver
             t0 = time.time()
+            if hasattr(self.pool, "score_async"):  # judged groups score concurrently while the others generate
+                fut = self.pool.score_async(VerifyRequest.for_completions(rows, prompts, res.completions))
+                fut.add_done_callback(lambda _f, res=res: setattr(res, "t_scored", time.time()))
+                pending[k] = (fut, res)
+                return
             scores[k] = self.score(rows, prompts, res.completions)  # completions carry prompt_index k
             res.t_scored = time.time()
             t_ver += res.t_scored - t0
 
         self.collect(batch, score_group)
+        if pending:  # verification time is what generation did not hide
+            t0 = time.time()
+            for k, (fut, res) in pending.items():
+                scores[k] = fut.result()
+                if not hasattr(res, "t_scored"):  # its done-callback may still be on its way
+                    res.t_scored = time.time()
+            t_ver += time.time() - t0
         return [batch.results[k] for k in range(len(rows))], [scores[k] for k in range(len(rows))], t_ver
 
     # ------------------------------------------------------------------ elastic engine pool

@@ -54,11 +54,17 @@ def prepare_inputs(args) -> EvalInputs:
         raise EvalInputError(f"--out: {args.out} is a directory; give a file name such as results.json")
     try:
         load_plugins(args.plugin or [])
+        from rlvr.verifiers.commands import model_names
+
+        try:
+            extra = model_names(getattr(args, "judges", None))
+        except ValueError as e:
+            raise EvalInputError(f"--judges: {e}") from None
         if args.verifier:
-            check_verifier_names([args.verifier])
+            check_verifier_names([args.verifier], also_known=extra)
         rows = load_sources([DataSourceConfig(path=p, verifier=args.verifier, env=args.env) for p in args.data], strict=True)
         rows = list(rows)[:args.limit] if args.limit else list(rows)
-        check_verifier_names(r["verifier"] for r in rows)
+        check_verifier_names((r["verifier"] for r in rows), also_known=extra)
         check_environment_names_for_eval(args, rows)
     except DataError as e:
         msg = str(e)
@@ -187,8 +193,14 @@ def cmd_eval(args) -> int:
     t_start = time.time() - t0 - t_generation
     comps = [c for res in results for c in res.completions]
     t0 = time.time()
-    with VerifierPool(VerifierConfig(plugins=args.plugin or [])) as pool:
+    from rlvr.verifiers.commands import with_judges
+
+    # Judges' own engines start only now, after the policy's engine has shut down.
+    with with_judges(VerifierPool(VerifierConfig(plugins=args.plugin or [])), getattr(args, "judges", None)) as pool:
         scores = pool.score(VerifyRequest.for_completions(rows, prompts, comps))
+        judged = {k: v for k, v in pool.stats().items() if k.startswith(("judge/", "reward_model/"))}
+    if judged:
+        print("model verifiers: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(judged.items())), file=sys.stderr)
     t_verify = time.time() - t0
 
     records = sample_records(rows, comps, scores, prompts)

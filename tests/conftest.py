@@ -28,3 +28,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"needs the shared test data at {SHARED_DATA} (present in CI; see its README)")
     return SHARED_DATA
+
+
+TOY_RM_DIR = ROOT / ".cache" / "rlvr" / "toy-rm"
+
+
+@pytest.fixture(scope="session")
+def toy_rm_dir() -> Path:
+    """The toy reward model (score > 0 iff the response ends in an even digit); built on first use (~10 s)."""
+    if not (TOY_RM_DIR / "toy_rm.json").is_file():
+        from rlvr.toy_rm import build_toy_rm
+
+        build_toy_rm(TOY_RM_DIR, seed=0, log=lambda *_: None)
+    return TOY_RM_DIR

@@ -78,11 +78,26 @@ def groups(recipe: Recipe) -> list[Group]:
     if cl.colocate:
         return [Group("colocated", "learner rank + engine pair", "learner.ranks (= rollout.engines)",
                       "learner.num_cpus + rollout.num_cpus, learner/rollout.num_gpus",
-                      _bundle(lr.num_cpus + ro.num_cpus, lr.num_gpus), lr.ranks, spread)]
+                      _bundle(lr.num_cpus + ro.num_cpus, lr.num_gpus), lr.ranks, spread)] + model_groups(recipe)
     return [Group("learner", "learner rank", "learner.ranks", "learner.num_cpus/num_gpus",
                   _bundle(lr.num_cpus, lr.num_gpus), lr.ranks, spread),
             Group("rollout", "engine", "rollout.engines", "rollout.num_cpus/num_gpus/tensor_parallel_size",
-                  _bundle(ro.num_cpus, ro.num_gpus * ro.tensor_parallel_size), ro.engines, spread)]
+                  _bundle(ro.num_cpus, ro.num_gpus * ro.tensor_parallel_size), ro.engines, spread)] + model_groups(recipe)
+
+
+def model_groups(recipe: Recipe) -> list[Group]:
+    """Judge engines (own-engine judges only) and reward models: their own bundles, packed (a judge's engines may
+    share a node; spread applies to the learner and rollout pools)."""
+    out = []
+    for name, j in recipe.judges.items():
+        if j.own_engine:
+            out.append(Group(f"judge-{name}", f"judge '{name}' engine", f"judges.{name}.engines",
+                             f"judges.{name}.num_cpus/num_gpus/tensor_parallel_size",
+                             _bundle(j.num_cpus, j.num_gpus * j.tensor_parallel_size), j.engines, False))
+    for name, m in recipe.reward_models.items():
+        out.append(Group(f"rm-{name}", f"reward model '{name}'", f"reward_models.{name}",
+                         f"reward_models.{name}.num_cpus/num_gpus", _bundle(m.num_cpus, m.num_gpus), 1, False))
+    return out
 
 
 def plan(recipe: Recipe) -> dict[str, float]:
@@ -186,8 +201,10 @@ def preflight(recipe: Recipe, nodes: list[dict[str, float]] | dict[str, float]) 
     nodes = [nodes] if isinstance(nodes, dict) else list(nodes)
     check_layout(recipe)
     need = plan(recipe)
+    models = "".join(f", {g.size_fields}" for g in model_groups(recipe))
     for res, fields in (("CPU", "rollout.engines/num_cpus, learner.ranks/num_cpus"),
                         ("GPU", "rollout.engines/num_gpus/tensor_parallel_size, learner.ranks/num_gpus")):
+        fields += models
         have = sum(n.get(res, 0.0) for n in nodes)
         if need[res] > have + EPS:
             raise PreflightError(f"the recipe needs {need[res]:g} {res}s but the cluster has {have:g}: "
@@ -261,6 +278,21 @@ class Placement:
         threads = max(1, math.floor(ro.num_cpus))
         opts["runtime_env"] = {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(max(1, int(ro.kv_cache_gib))),
                                             "OMP_NUM_THREADS": str(threads)}}
+        return opts
+
+    def judge_options(self, name: str, engine: int) -> dict:
+        j = self.recipe.judges[name]
+        opts = self._options(f"judge-{name}", engine, j.num_cpus, j.num_gpus * j.tensor_parallel_size)
+        opts["max_restarts"] = 3  # a crashed judge comes back (its engine reloads on the next request); meanwhile its samples score 0
+        opts["runtime_env"] = {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(max(1, int(j.kv_cache_gib))),
+                                            "OMP_NUM_THREADS": str(max(1, math.floor(j.num_cpus)))}}
+        return opts
+
+    def reward_model_options(self, name: str) -> dict:
+        m = self.recipe.reward_models[name]
+        opts = self._options(f"rm-{name}", 0, m.num_cpus, m.num_gpus)
+        opts["max_restarts"] = 3
+        opts["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(max(1, math.floor(m.num_cpus)))}}
         return opts
 
     def extra_rollout_options(self, engine: int, timeout_s: float = 1.0) -> dict | None:

@@ -32,6 +32,7 @@ class VerifyRequest:
     ground_truth: Any
     verifier: str | list[str]
     prompt: str | None = None
+    question: str | None = None  # the row's last user message (LLM judges read it rather than the rendered prompt)
 
     def names(self) -> list[str]:
         return [self.verifier] if isinstance(self.verifier, str) else list(self.verifier)
@@ -39,8 +40,16 @@ class VerifyRequest:
     @classmethod
     def for_completions(cls, rows: list[dict], prompts: list[str], completions: list) -> list["VerifyRequest"]:
         """One request per completion (anything with .text and .prompt_index), from its prompt's row."""
-        return [cls(c.text, rows[c.prompt_index]["ground_truth"], rows[c.prompt_index]["verifier"], prompts[c.prompt_index])
+        return [cls(c.text, rows[c.prompt_index]["ground_truth"], rows[c.prompt_index]["verifier"], prompts[c.prompt_index],
+                    _last_user(rows[c.prompt_index]))
                 for c in completions]
+
+
+def _last_user(row: dict) -> str | None:
+    for m in reversed(row.get("messages") or []):
+        if isinstance(m, dict) and m.get("role") == "user":
+            return m.get("content")
+    return None
 
 
 def to_result(value: Any) -> VerifyResult:

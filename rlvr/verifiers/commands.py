@@ -33,7 +33,7 @@ def cmd_verifiers(plugins: list[str]) -> int:
     return 0
 
 
-def _read_rows(input_path: str) -> tuple[list[tuple[int, dict]], list[tuple[int, Any, str]]]:
+def _read_rows(input_path: str, also_known: set[str] = frozenset()) -> tuple[list[tuple[int, dict]], list[tuple[int, Any, str]]]:
     """Good rows (line, row) and bad rows (line, id or None, reason)."""
     good, bad = [], []
     stream = sys.stdin if input_path == "-" else open(input_path, encoding="utf-8")
@@ -57,7 +57,7 @@ def _read_rows(input_path: str) -> tuple[list[tuple[int, dict]], list[tuple[int,
             if not isinstance(names, list) or not names or not all(isinstance(x, str) for x in names):
                 bad.append((n, row.get("id"), "verifier must be a name or a list of names"))
                 continue
-            unknown = [x for x in names if x not in _REGISTRY]
+            unknown = [x for x in names if x not in _REGISTRY and x not in also_known]
             if unknown:
                 bad.append((n, row.get("id"), f"unknown verifier '{unknown[0]}'"))
                 continue
@@ -68,7 +68,38 @@ def _read_rows(input_path: str) -> tuple[list[tuple[int, dict]], list[tuple[int,
     return good, bad
 
 
-def cmd_verify(input_path: str, output_path: str, config: VerifierConfig) -> int:
+def with_judges(pool: VerifierPool, judges_yaml: str | None):
+    """The pool alone, or a Scorer with the judges and reward models of ``judges_yaml`` started in this
+    process (no Ray): own-engine judges load their vLLM engine here."""
+    if not judges_yaml:
+        return pool
+    from rlvr.verifiers.model_config import load_model_sections
+    from rlvr.verifiers.scorer import Scorer, local_model_verifiers
+
+    sec = load_model_sections(judges_yaml)
+    models = local_model_verifiers(sec.judges, sec.reward_models)
+    scorer = Scorer(pool, models, pool.config)
+    try:
+        models.wait_ready()
+    except BaseException:
+        scorer.close()
+        raise
+    return scorer
+
+
+def model_names(judges_yaml: str | None) -> set[str]:
+    """Verifier names the judges file declares (ValueError with one line if it is bad)."""
+    if not judges_yaml:
+        return set()
+    from rlvr.verifiers.model_config import load_model_sections
+    from rlvr.verifiers.scorer import check_model_verifiers, model_name_map
+
+    sec = load_model_sections(judges_yaml)
+    check_model_verifiers(sec.judges, sec.reward_models, set(_REGISTRY))
+    return set(model_name_map(sec.judges, sec.reward_models))
+
+
+def cmd_verify(input_path: str, output_path: str, config: VerifierConfig, judges: str | None = None) -> int:
     """Score a JSONL file of ``{id, prompt, response, verifier, ground_truth}`` rows.
 
     Writes ``{id, score, details[, error]}`` per input line, in input order (``-`` = stdout).
@@ -77,8 +108,9 @@ def cmd_verify(input_path: str, output_path: str, config: VerifierConfig) -> int
     """
     try:
         load_plugins(config.plugins)
-        good, bad = _read_rows(input_path)
-    except PluginError as e:
+        extra = model_names(judges)
+        good, bad = _read_rows(input_path, extra)
+    except (PluginError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except OSError as e:
@@ -88,8 +120,12 @@ def cmd_verify(input_path: str, output_path: str, config: VerifierConfig) -> int
         print(f"{input_path}:{n}: {reason}", file=sys.stderr)
     requests = [VerifyRequest(response=row["response"], ground_truth=row["ground_truth"], verifier=row["verifier"],
                               prompt=row.get("prompt")) for _, row in good]
-    with VerifierPool(config) as pool:
+    with with_judges(VerifierPool(config), judges) as pool:
         results = pool.score(requests, progress=True)
+        stats = pool.stats()
+    judged = {k: v for k, v in stats.items() if k.startswith(("judge/", "reward_model/"))}
+    if judged:
+        print("model verifiers: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(judged.items())), file=sys.stderr)
     out_rows: list[tuple[int, dict]] = []
     for (n, row), res in zip(good, results):
         rec = {"id": row.get("id", n), "score": res.score, "details": res.details}
@@ -111,7 +147,16 @@ def cmd_verify(input_path: str, output_path: str, config: VerifierConfig) -> int
     return 1 if bad else 0
 
 
-def bench_verifiers(config: VerifierConfig | None = None, quick: bool = False) -> int:
-    """Print checks per second of each built-in, measured through a VerifierPool."""
+def bench_verifiers(config: VerifierConfig | None = None, quick: bool = False, judges: str | None = None,
+                    requests: int = 64) -> int:
+    """Print checks per second of each built-in, measured through a VerifierPool; with ``judges``, requests per
+    second of the judges and reward models declared there instead."""
+    if judges:
+        from rlvr.verifiers.bench import run_model_bench
+        try:
+            return run_model_bench(judges, requests=requests)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     from rlvr.verifiers.bench import run_bench
     return run_bench(config or VerifierConfig(), quick=quick)

@@ -141,15 +141,18 @@ def plugin_modules() -> list[str]:
                    and e.fn.__module__ not in ("__main__", "__mp_main__") and e.source == e.fn.__module__})
 
 
-def check_verifier_names(names: Iterable[str | list[str] | tuple[str, ...]]) -> None:
-    """Raise PluginError naming every unknown verifier (called before any cluster starts)."""
+def check_verifier_names(names: Iterable[str | list[str] | tuple[str, ...]], also_known: Iterable[str] = ()) -> None:
+    """Raise PluginError naming every unknown verifier (called before any cluster starts).
+
+    ``also_known``: further valid names (the recipe's judges and reward models)."""
+    extra = set(also_known)
     unknown: list[str] = []
     for n in names:
         for name in ([n] if isinstance(n, str) else list(n)):
-            if name not in _REGISTRY and name not in unknown:
+            if name not in _REGISTRY and name not in extra and name not in unknown:
                 unknown.append(name)
     if unknown:
-        known = ", ".join(sorted(_REGISTRY))
+        known = ", ".join(sorted(set(_REGISTRY) | extra))
         listed = ", ".join(f"'{u}'" for u in unknown)
         raise PluginError(f"unknown verifier{'s' if len(unknown) > 1 else ''} {listed} (known: {known}; "
                           "plugins are loaded from verifiers.plugins and the 'rlvr.verifiers' entry points)")
