@@ -69,6 +69,9 @@ class LearnerConfig(_Section):
     threads: int | None = Field(None, ge=1, description="torch CPU threads per rank (default: its reserved CPUs)")
     critic_lr: float | None = Field(None, gt=0, description="peak learning rate of the critic (advantage gae only; default: learner.lr)")
     critic_warmup_steps: int | None = Field(None, ge=0, description="linear LR warm-up of the critic, in optimizer steps (default: learner.warmup_steps)")
+    packing: bool = Field(False, description="padding-free micro-batches: sequences packed back to back (attention kept within each) into micro-batches of max_tokens_per_micro_batch tokens, balanced across micro-batches and ranks; micro_batch_size is then unused")
+    max_tokens_per_micro_batch: int = Field(4096, ge=1, description="token budget of one packed micro-batch per rank (with packing; a longer sequence gets one of its own)")
+    fused_kernels: Literal["auto", "on", "off"] = Field("auto", description="Liger Triton kernels (RMSNorm, RoPE, SwiGLU) in the learner's models: auto = on a GPU when liger-kernel is installed, on = required (GPU), off = never")
 
     @model_validator(mode="after")
     def _compile_without_zero3(self) -> "LearnerConfig":
