@@ -49,7 +49,8 @@ def bins_needed(lengths: list[int], max_tokens: int) -> int:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
     if not lengths:
         return 1
-    k = max(1, math.ceil(sum(lengths) / max_tokens))
+    over = sum(n > max_tokens for n in lengths)  # each alone in a bin
+    k = max(1, over + math.ceil(sum(n for n in lengths if n <= max_tokens) / max_tokens))
     while k < len(lengths):
         if all(len(b) == 1 or sum(lengths[i] for i in b) <= max_tokens for b in balanced_bins(lengths, k)):
             break
@@ -141,8 +142,9 @@ def pack(ids: torch.Tensor, attn: torch.Tensor, *shifted: torch.Tensor | None) -
 
 
 def unpack_shifted(packed: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-    """Inverse of `pack` for a per-position tensor: [1, N-1] -> [b, n-1] right-padded (zeros past
-    each sequence). Differentiable (a scatter)."""
+    """Inverse of `pack` for a per-position tensor: [1, N-1] -> [b, n-1] right-padded. A boundary
+    slot (a sequence's last token) lands on the padded slot of that same token, as the unpacked
+    model would compute it; zeros past it. Differentiable (a scatter)."""
     keep = attn.bool()
     flat = torch.cat([packed[0], packed.new_zeros(1)])  # the last sequence's boundary slot
     full = packed.new_zeros(keep.shape).masked_scatter(keep, flat)
