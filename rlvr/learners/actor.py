@@ -294,6 +294,7 @@ class LearnerActor:
         mb_lengths = [batch["attention_mask"][rows].sum(-1).tolist() for rows in mbs if len(rows)]
         out["learner/tokens"] = float(sum(map(sum, mb_lengths)))  # this rank's; the controller compares ranks
         out["learner/micro_batches"] = float(len(mbs))
+        out["learner/filler_micro_batches"] = float(sum(len(rows) == 0 for rows in mbs))
         out["learner/padding_frac"] = padding_fraction(mb_lengths, self.cfg.packing)
         out["time/learner_compute"] = time.perf_counter() - t0
         self.steps_done += 1

@@ -71,18 +71,22 @@ def micro_batch_rows(lengths: torch.Tensor, num_minibatches: int, micro_batches:
     return out
 
 
-def shard_by_groups(batch: dict, ranks: int) -> list[dict]:
-    """Split a batch into `ranks` shards of whole groups (group statistics stay on one rank)."""
+def shard_by_groups(batch: dict, ranks: int, balance_tokens: bool = False) -> list[dict]:
+    """Split a batch into `ranks` shards of whole groups (group statistics stay on one rank):
+    contiguous and equal in groups, or with `balance_tokens` (packed learners, whose time goes
+    with tokens, not rows) groups placed so that every rank gets about as many tokens."""
     g = batch["group_size"]
     groups = batch["input_ids"].shape[0] // g
     if groups < ranks:
         raise ValueError(f"{groups} prompt groups cannot be split over {ranks} learner ranks")
-    shards = []
-    for s in split_even(groups, ranks):
-        rows = slice(s.start * g, s.stop * g)
-        shard = {k: (v[rows] if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-        shards.append(shard)
-    return shards
+    if balance_tokens:
+        from rlvr.learners.packing import balanced_groups
+
+        group_tokens = batch["attention_mask"].sum(-1).view(groups, g).sum(-1).tolist()
+        parts = [torch.cat([torch.arange(i * g, (i + 1) * g) for i in idx]) for idx in balanced_groups(group_tokens, ranks)]
+    else:
+        parts = [slice(s.start * g, s.stop * g) for s in split_even(groups, ranks)]
+    return [{k: (v[rows] if isinstance(v, torch.Tensor) else v) for k, v in batch.items()} for rows in parts]
 
 
 def pick_groups(informative: list[bool], stale: list[bool], target: int) -> list[int]:
