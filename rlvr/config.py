@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rlvr.data.config import DataConfig
 from rlvr.environments.config import EnvironmentsConfig
@@ -72,6 +72,12 @@ class LearnerConfig(_Section):
     packing: bool = Field(False, description="padding-free micro-batches: sequences packed back to back (attention kept within each) into micro-batches of max_tokens_per_micro_batch tokens, balanced across micro-batches and ranks; micro_batch_size is then unused")
     max_tokens_per_micro_batch: int = Field(4096, ge=1, description="token budget of one packed micro-batch per rank (with packing; a longer sequence gets one of its own)")
     fused_kernels: Literal["auto", "on", "off"] = Field("auto", description="Liger Triton kernels (RMSNorm, RoPE, SwiGLU) in the learner's models: auto = on a GPU when liger-kernel is installed, on = required (GPU), off = never")
+
+    @field_validator("fused_kernels", mode="before")
+    @classmethod
+    def _fused_kernels_bool(cls, v: Any) -> Any:
+        # YAML 1.1 reads a bare on/off as true/false
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
     @model_validator(mode="after")
     def _compile_without_zero3(self) -> "LearnerConfig":

@@ -139,7 +139,9 @@ def test_learner_config_fields():
     with pytest.raises(ValidationError, match="max_tokens_per_micro_batch"):
         LearnerConfig(max_tokens_per_micro_batch=0)
     with pytest.raises(ValidationError, match="fused_kernels"):
-        LearnerConfig(fused_kernels="yes")
+        LearnerConfig(fused_kernels="always")
+    # YAML 1.1 reads a bare on/off as a boolean
+    assert LearnerConfig(fused_kernels=True).fused_kernels == "on" and LearnerConfig(fused_kernels=False).fused_kernels == "off"
 
 
 # ---------------------------------------------------------------------------------------------
