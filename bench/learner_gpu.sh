@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 # Packing off vs on at the same memory (--max-tokens = micro-batch x longest sequence, 16 x 1280),
 # then Liger's fused kernels (needs liger-kernel on the GPU machine: `fetch` adds its wheel).
 # The `on` rows fail with a one-line error where liger-kernel is missing; `auto` would skip it.
+# Packed rows use sdpa with transformers' block-diagonal mask unless --attn says otherwise
+# (flex_attention skips the masked-out blocks; flash_attention_2 needs the flash-attn package).
 RAGGED="--response-len 1024 --min-response-len 256 --dtype bfloat16"
 SWEEP=(
   "--shape qwen2.5-0.5b --micro-batch 16"
@@ -23,6 +25,7 @@ SWEEP=(
   "--shape qwen2.5-0.5b --micro-batch 16 $RAGGED --fused-kernels off --packing --max-tokens 20480"
   "--shape qwen2.5-0.5b --micro-batch 16 $RAGGED --fused-kernels on"
   "--shape qwen2.5-0.5b --micro-batch 16 $RAGGED --fused-kernels on --packing --max-tokens 20480"
+  "--shape qwen2.5-0.5b --micro-batch 16 $RAGGED --fused-kernels off --packing --max-tokens 20480 --attn flex_attention"
   "--shape qwen2.5-1.5b --micro-batch 8 $RAGGED --gradient-checkpointing --fused-kernels off"
   "--shape qwen2.5-1.5b --micro-batch 8 $RAGGED --gradient-checkpointing --fused-kernels off --packing --max-tokens 10240"
   "--shape qwen2.5-1.5b --micro-batch 8 $RAGGED --gradient-checkpointing --fused-kernels on"

@@ -97,7 +97,8 @@ class LearnerActor:
         torch.manual_seed(seed)
         self.dtype = getattr(torch, dtype)
         cfg = self.cfg
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype)
+        attn = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype, **attn)
         from rlvr.learners.fused import apply_fused_kernels, use_fused_kernels
 
         # Liger's kernels patch the model instance (RMSNorm, RoPE, SwiGLU); the LM head stays our chunked path.
@@ -110,13 +111,13 @@ class LearnerActor:
             from rlvr.learners.critic import load_value_model
 
             warmup = cfg.warmup_steps if cfg.critic_warmup_steps is None else cfg.critic_warmup_steps
-            value_model = load_value_model(model_path, self.dtype)
+            value_model = load_value_model(model_path, self.dtype, **attn)
             if self.fused:
                 apply_fused_kernels(value_model.backbone)
             self.critic, self.critic_scheduler = self._engine(value_model, cfg.critic_lr or cfg.lr, warmup)
         self.ref = None
         if self.algo.needs_reference:  # frozen copy for the KL term; never loaded when kl_coef is 0
-            self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype).to(self.device).eval()
+            self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype, **attn).to(self.device).eval()
             self.ref.requires_grad_(False)
             if self.fused:
                 apply_fused_kernels(self.ref)

@@ -195,6 +195,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--packing", action="store_true", help="padding-free packed micro-batches of --max-tokens tokens (learner.packing)")
     g.add_argument("--max-tokens", type=int, help="token budget of a packed micro-batch (default: --micro-batch x the longest sequence)")
     g.add_argument("--fused-kernels", choices=["auto", "on", "off"], default="auto", help="Liger kernels (learner.fused_kernels; default auto)")
+    g.add_argument("--attn", choices=["sdpa", "eager", "flash_attention_2", "flex_attention"], help="learner.attn_implementation (default: transformers' choice)")
     g.add_argument("--ranks", type=int, default=2, help="data-parallel ranks the rank imbalance is computed for (default 2)")
     g.add_argument("--advantage", default="grpo", help="algorithm.advantage; gae also trains a critic (default grpo)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda when available")
@@ -227,7 +228,7 @@ def run(args) -> dict:
                    "gradient_checkpointing": args.gradient_checkpointing, "num_gpus": 1 if device == "cuda" else 0,
                    "compile": args.compile, "logits_chunk_size": args.logits_chunk,
                    "threads": os.cpu_count() or 1, "packing": args.packing, "max_tokens_per_micro_batch": max_tokens,
-                   "fused_kernels": args.fused_kernels}
+                   "fused_kernels": args.fused_kernels, "attn_implementation": args.attn}
     total_steps = args.warmup + args.steps
     with tempfile.TemporaryDirectory(prefix="rlvr-bench-") as tmp:
         model_path = args.model

@@ -42,7 +42,7 @@ class ValueModel(nn.Module):
         self.backbone.gradient_checkpointing_enable(**kw)
 
 
-def load_value_model(path: str, dtype: torch.dtype) -> ValueModel:
+def load_value_model(path: str, dtype: torch.dtype, **kwargs) -> ValueModel:
     """Backbone weights from the policy checkpoint at `path` (its LM head is left out)."""
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
@@ -51,7 +51,7 @@ def load_value_model(path: str, dtype: torch.dtype) -> ValueModel:
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        backbone = AutoModel.from_pretrained(path, dtype=dtype)
+        backbone = AutoModel.from_pretrained(path, dtype=dtype, **kwargs)
     finally:
         hf_logging.set_verbosity(level)
     return ValueModel(backbone, backbone.config.hidden_size)

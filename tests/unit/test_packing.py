@@ -190,10 +190,12 @@ def _grads(model, loss):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("model_name", ["toy", "smollm2-shaped"])
+@pytest.mark.parametrize("model_name, attn", [("toy", "sdpa"), ("toy", "eager"), ("smollm2-shaped", "sdpa")])
 @pytest.mark.parametrize("multi_turn", [False, True])
-def test_packed_forward_equals_padded(model_name, multi_turn):
+def test_packed_forward_equals_padded(model_name, attn, multi_turn):
     model = _toy() if model_name == "toy" else _smollm2_shaped()
+    model.set_attn_implementation(attn)
+    assert model.config._attn_implementation == attn
     model.train()
     ids, attn, mask = _rows(model.config.vocab_size, multi_turn)
     assert model.dtype == torch.float32
