@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rlvr.data.config import DataConfig
 from rlvr.environments.config import EnvironmentsConfig
@@ -79,6 +79,16 @@ class LearnerConfig(_Section):
     critic_lr: float | None = Field(None, gt=0, description="peak learning rate of the critic (advantage gae only; default: learner.lr)")
     critic_warmup_steps: int | None = Field(None, ge=0, description="linear LR warm-up of the critic, in optimizer steps (default: learner.warmup_steps)")
     lora: LoraConfig | None = Field(None, description="train LoRA adapters instead of every weight (peft); syncs then send only the adapters")
+    packing: bool = Field(False, description="padding-free micro-batches: sequences packed back to back (attention kept within each) into micro-batches of max_tokens_per_micro_batch tokens, balanced across micro-batches and ranks; micro_batch_size is then unused")
+    max_tokens_per_micro_batch: int = Field(4096, ge=1, description="token budget of one packed micro-batch per rank (with packing; a longer sequence gets one of its own)")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] | None = Field(None, description="attention kernel of the learner's models (default: transformers' choice, sdpa); packed rows on a GPU run best with flash_attention_2 (varlen) or flex_attention (block mask)")
+    fused_kernels: Literal["auto", "on", "off"] = Field("auto", description="Liger Triton kernels (RMSNorm, RoPE, SwiGLU) in the learner's models: auto = on a GPU when liger-kernel is installed, on = required (GPU), off = never")
+
+    @field_validator("fused_kernels", mode="before")
+    @classmethod
+    def _fused_kernels_bool(cls, v: Any) -> Any:
+        # YAML 1.1 reads a bare on/off as true/false
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
     @model_validator(mode="after")
     def _compile_without_zero3(self) -> "LearnerConfig":

@@ -605,7 +605,8 @@ class Trainer:
             batch["total_tokens"] = float(batch["response_mask"].sum())
         self.last_trained = (chosen, batch)  # the groups and the learner's batch (token-exactness tests read them)
         t0 = time.time()
-        outs = ray.get([l.train_step.remote(shard) for l, shard in zip(self.learners, shard_by_groups(batch, len(self.learners)))])
+        shards = shard_by_groups(batch, len(self.learners), balance_tokens=r.learner.packing)
+        outs = ray.get([l.train_step.remote(shard) for l, shard in zip(self.learners, shards)])
         t_train = time.time() - t0
         t0 = time.time()
         trained_version = self.version
@@ -626,6 +627,10 @@ class Trainer:
             m[f"reward/{name}"] = _mean(xs)
         for k in outs[0]:
             m[k] = _mean(o[k] for o in outs)
+        if "learner/tokens" in outs[0]:  # ranks wait for the slowest: the most tokens over the mean
+            from rlvr.learners.packing import imbalance
+
+            m["learner/rank_imbalance"] = imbalance([o["learner/tokens"] for o in outs])
         all_equal = [len({s.score for s in g.scores}) == 1 for g in groups]
         groups_equal = _mean(all_equal)
         m["reward/groups_all_equal"] = groups_equal

@@ -26,6 +26,7 @@ from rlvr.learners.advantages import compute_advantages, extend_to_branches
 from rlvr.learners.batch import micro_batch_rows
 from rlvr.learners.logprobs import ResponseLogprobs
 from rlvr.learners.losses import explained_variance, kl_penalty, policy_loss, value_loss
+from rlvr.learners.packing import micro_batch_counts, pack, packed_micro_batches, padding_fraction, unpack_shifted
 
 
 def lr_lambda(warmup: int, schedule: str, total: int):
@@ -96,7 +97,14 @@ class LearnerActor:
         torch.manual_seed(seed)
         self.dtype = getattr(torch, dtype)
         cfg = self.cfg
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype)
+        attn = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype, **attn)
+        from rlvr.learners.fused import apply_fused_kernels, use_fused_kernels
+
+        # Liger's kernels patch the model instance (RMSNorm, RoPE, SwiGLU); the LM head stays our chunked path.
+        self.fused = use_fused_kernels(cfg.fused_kernels, self.device)
+        if self.fused:
+            apply_fused_kernels(model)
         if cfg.lora is not None:  # adapters only: the base weights are frozen and the optimizer never holds them
             from rlvr.learners.lora import apply_lora
 
@@ -107,12 +115,16 @@ class LearnerActor:
             from rlvr.learners.critic import load_value_model
 
             warmup = cfg.warmup_steps if cfg.critic_warmup_steps is None else cfg.critic_warmup_steps
-            self.critic, self.critic_scheduler = self._engine(load_value_model(model_path, self.dtype),
-                                                              cfg.critic_lr or cfg.lr, warmup)
+            value_model = load_value_model(model_path, self.dtype, **attn)
+            if self.fused:
+                apply_fused_kernels(value_model.backbone)
+            self.critic, self.critic_scheduler = self._engine(value_model, cfg.critic_lr or cfg.lr, warmup)
         self.ref = None
         if self.algo.needs_reference:  # frozen copy for the KL term; never loaded when kl_coef is 0
-            self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype).to(self.device).eval()
+            self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype, **attn).to(self.device).eval()
             self.ref.requires_grad_(False)
+            if self.fused:
+                apply_fused_kernels(self.ref)
         self.kl_coef = self.algo.kl_coef
         self.logprobs = ResponseLogprobs(cfg.logits_chunk_size, compile=cfg.compile)
         self.sync = None
@@ -155,10 +167,16 @@ class LearnerActor:
 
     def _micro_batch(self, batch: dict, rows, **per_position) -> dict:
         """`rows` (indices or a slice) on the device, cut after their longest sequence (right padding is
-        wasted FLOPs): ids/attn [b, n] and each [B, L-1] tensor of `per_position` (None stays None) as [b, n-1]."""
+        wasted FLOPs): ids/attn [b, n] and each [B, L-1] tensor of `per_position` (None stays None) as [b, n-1].
+
+        An empty `rows` (a packed plan's filler, so that every rank runs as many micro-batches) gives
+        row 0 with `dummy` set: it runs through the model (ZeRO's collectives pair up) with no weight."""
+        dummy = isinstance(rows, torch.Tensor) and rows.numel() == 0
+        if dummy:
+            rows = torch.zeros(1, dtype=torch.long)
         attn = batch["attention_mask"][rows]
         n = max(int(attn.sum(-1).max()), 2)
-        mb = {"ids": batch["input_ids"][rows, :n].to(self.device), "attn": attn[:, :n].to(self.device)}
+        mb = {"ids": batch["input_ids"][rows, :n].to(self.device), "attn": attn[:, :n].to(self.device), "dummy": dummy}
         mb.update({k: None if t is None else t[rows, :n - 1].to(self.device) for k, t in per_position.items()})
         return mb
 
@@ -169,12 +187,50 @@ class LearnerActor:
         for rows in micro_batches:
             mb = self._micro_batch(batch, rows, mask=batch["response_mask"])
             part = fn(mb["ids"], mb["attn"], mb["mask"]).float().cpu()
-            out[rows, :part.shape[1]] = part
+            if not mb["dummy"]:
+                out[rows, :part.shape[1]] = part
         return out
 
     def _logprobs(self, model, batch, micro_batches) -> torch.Tensor:
-        return self._no_grad_pass(lambda ids, attn, mask: self.logprobs(model, ids, attn, mask, batch["temperature"])[0],
+        packed = self.cfg.packing
+        return self._no_grad_pass(lambda ids, attn, mask: self.logprobs(model, ids, attn, mask, batch["temperature"],
+                                                                        packed=packed)[0],
                                   batch, micro_batches)
+
+    def _values(self, critic, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """The critic's values [b, n-1]; with packing it runs the sequences as one packed row."""
+        if not self.cfg.packing:
+            return critic(input_ids=ids, attention_mask=attn)
+        ids_p, pos_p = pack(ids, attn)
+        return unpack_shifted(critic(input_ids=ids_p, attention_mask=None, position_ids=pos_p), attn)
+
+    def _plan(self, batch: dict) -> list[list[torch.Tensor]]:
+        """Row indices of each micro-batch, minibatch by minibatch. Packed: token-budget micro-batches,
+        as many on every rank (the most any rank needs: under ZeRO-2/3 each forward/backward pairs
+        up collectives across ranks), each balanced by tokens. Unpacked: `micro_batches` row-count
+        micro-batches of similar lengths."""
+        lengths = batch["attention_mask"].sum(-1)
+        if not self.cfg.packing:
+            return micro_batch_rows(lengths, self.algo.num_minibatches, self.micro_batches)
+        lens = lengths.tolist()
+        counts = micro_batch_counts(lens, self.algo.num_minibatches, self.cfg.max_tokens_per_micro_batch)
+        if self.world_size > 1:
+            t = torch.tensor(counts, device=self.device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            counts = t.tolist()
+        return packed_micro_batches(lens, self.algo.num_minibatches, self.cfg.max_tokens_per_micro_batch, counts)
+
+    def _backward(self, engine, loss: torch.Tensor, units: float, units_total: float, last: bool) -> None:
+        """Backward of one micro-batch's loss, scaled so the optimizer step sees the global aggregate.
+
+        Packed plans vary in micro-batches per step, so the accumulation boundary is set here and the
+        scale is exact without DeepSpeed's 1/gradient_accumulation_steps (DeepSpeed still averages ranks)."""
+        if not self.cfg.packing:
+            engine.backward(loss * self._loss_scale(units, units_total))
+        else:
+            engine.set_gradient_accumulation_boundary(last)
+            engine.backward(loss * (units / max(units_total, 1e-8) * self.world_size), scale_wrt_gas=False)
+        engine.step()
 
     def _sum_over_ranks(self, t: torch.Tensor) -> torch.Tensor:
         """t summed over the data-parallel ranks (batch-wide advantage whitening)."""
@@ -198,13 +254,13 @@ class LearnerActor:
         t0 = time.perf_counter()
         algo = self.algo
         mask = batch["response_mask"].float()
-        minibatches = micro_batch_rows(batch["attention_mask"].sum(-1), algo.num_minibatches, self.micro_batches)
+        minibatches = self._plan(batch)
         mbs = [rows for minibatch in minibatches for rows in minibatch]
         need_old = algo.ppo_epochs > 1 or algo.num_minibatches > 1
         old_lp = self._logprobs(self.engine.module, batch, mbs) if need_old else None
         ref_lp = self._logprobs(self.ref, batch, mbs) if self.ref is not None else None
         # The critic's values before this step's updates: GAE's baseline and the value clip's centre.
-        old_values = (self._no_grad_pass(lambda ids, attn, _: self.critic.module(ids, attn), batch, mbs)
+        old_values = (self._no_grad_pass(lambda ids, attn, _: self._values(self.critic.module, ids, attn), batch, mbs)
                       if self.critic is not None else None)
         token_rewards = None
         if ref_lp is not None and algo.kl_in_reward:
@@ -225,12 +281,15 @@ class LearnerActor:
         n_metric = 0
         for _ in range(algo.ppo_epochs):
             for minibatch in minibatches:
-                for rows in minibatch:
+                for i, rows in enumerate(minibatch):
                     mb = self._micro_batch(batch, rows, mask=mask, adv=adv, old_lp=old_lp, ref_lp=ref_lp,
                                            rollout=batch["rollout_logprobs"], old_values=old_values, returns=returns)
+                    mb["last"] = i == len(minibatch) - 1
                     metrics = self._micro_step(mb, batch["temperature"], units_total / algo.num_minibatches, agg_constant)
                     if self.critic is not None:
                         metrics.update(self._critic_micro_step(mb, batch["total_tokens"] / algo.num_minibatches))
+                    if mb["dummy"]:
+                        continue
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0.0) + v
                     n_metric += 1
@@ -244,6 +303,11 @@ class LearnerActor:
             out["critic/lr"] = self.critic_scheduler.get_last_lr()[0]
             out["value/explained_variance"] = float(explained_variance(old_values, returns, mask))
             out["value/return_mean"] = float((returns * mask).sum() / mask.sum().clamp(min=1))
+        mb_lengths = [batch["attention_mask"][rows].sum(-1).tolist() for rows in mbs if len(rows)]
+        out["learner/tokens"] = float(sum(map(sum, mb_lengths)))  # this rank's; the controller compares ranks
+        out["learner/micro_batches"] = float(len(mbs))
+        out["learner/filler_micro_batches"] = float(sum(len(rows) == 0 for rows in mbs))
+        out["learner/padding_frac"] = padding_fraction(mb_lengths, self.cfg.packing)
         out["time/learner_compute"] = time.perf_counter() - t0
         self.steps_done += 1
         return out
@@ -252,7 +316,7 @@ class LearnerActor:
         algo = self.algo
         mask_d, adv_d, rollout = mb["mask"], mb["adv"], mb["rollout"]
         lp, ent = self.logprobs(self.engine, mb["ids"], mb["attn"], mask_d, temperature, with_entropy=True,
-                                entropy_grad=algo.entropy_coef != 0)
+                                entropy_grad=algo.entropy_coef != 0, packed=self.cfg.packing)
         old = mb["old_lp"] if mb["old_lp"] is not None else lp.detach()
         is_weights = None
         if algo.tis_cap is not None:  # truncated IS: correct for vLLM-vs-learner numerics drift
@@ -271,8 +335,7 @@ class LearnerActor:
             if not algo.kl_in_reward:
                 loss = loss + self.kl_coef * kl_val
         units = mask_d.sum().item() if algo.loss_agg == "token-mean" else float(mask_d.shape[0])
-        self.engine.backward(loss * self._loss_scale(units, units_total))
-        self.engine.step()
+        self._backward(self.engine, loss, 0.0 if mb["dummy"] else units, units_total, mb.get("last", True))
         drift = ((lp.detach() - rollout).abs() * mask_d).sum() / n_tok
         out = {"loss/policy": loss.item(), "entropy": entropy.item(), "kl": kl_val.item(), "drift/abs_logprob_diff": drift.item()}
         out.update({k: float(v) for k, v in metrics.items()})
@@ -283,11 +346,10 @@ class LearnerActor:
         regression target), scaled to the global token mean like the policy loss."""
         algo = self.algo
         mask_d = mb["mask"]
-        values = self.critic(input_ids=mb["ids"], attention_mask=mb["attn"])
+        values = self._values(self.critic, mb["ids"], mb["attn"])
         loss, metrics = value_loss(values, mb["old_values"], mb["returns"], mask_d, clip=algo.value_clip)
         loss = algo.vf_coef * loss
-        self.critic.backward(loss * self._loss_scale(mask_d.sum().item(), tokens_total))
-        self.critic.step()
+        self._backward(self.critic, loss, 0.0 if mb["dummy"] else mask_d.sum().item(), tokens_total, mb.get("last", True))
         out = {"loss/value": loss.item()}
         out.update({k: float(v) for k, v in metrics.items()})
         return out

@@ -76,8 +76,10 @@ def micro_batch_rows(lengths: torch.Tensor, num_minibatches: int, micro_batches:
     return out
 
 
-def shard_by_groups(batch: dict, ranks: int) -> list[dict]:
-    """Split a batch into `ranks` shards of whole groups (group statistics stay on one rank)."""
+def shard_by_groups(batch: dict, ranks: int, balance_tokens: bool = False) -> list[dict]:
+    """Split a batch into `ranks` shards of whole groups (group statistics stay on one rank):
+    contiguous and equal in groups, or with `balance_tokens` (packed learners, whose time goes
+    with tokens, not rows) groups placed so that every rank gets about as many tokens."""
     g = batch["group_size"]
     extra_of = batch.get("extra_of")
     n_extra = 0 if extra_of is None else len(extra_of)
@@ -85,14 +87,21 @@ def shard_by_groups(batch: dict, ranks: int) -> list[dict]:
     groups = main // g
     if groups < ranks:
         raise ValueError(f"{groups} prompt groups cannot be split over {ranks} learner ranks")
+    if balance_tokens:
+        from rlvr.learners.packing import balanced_groups
+
+        group_tokens = batch["attention_mask"][:main].sum(-1).view(groups, g).sum(-1).tolist()
+        parts = [torch.cat([torch.arange(i * g, (i + 1) * g) for i in idx]) for idx in balanced_groups(group_tokens, ranks)]
+    else:
+        parts = [torch.arange(s.start * g, s.stop * g) for s in split_even(groups, ranks)]
     shards = []
-    for s in split_even(groups, ranks):
-        rows = torch.arange(s.start * g, s.stop * g)
+    for rows in parts:
         local = None
         if n_extra:  # branches go with the group of the row they share an advantage with
-            mine = ((extra_of >= s.start * g) & (extra_of < s.stop * g)).nonzero().flatten()
-            local = extra_of[mine] - s.start * g
-            rows = torch.cat([rows, main + mine])
+            where = {int(r): j for j, r in enumerate(rows)}
+            mine = [j for j, src in enumerate(extra_of.tolist()) if src in where]
+            local = torch.tensor([where[int(extra_of[j])] for j in mine], dtype=torch.long)
+            rows = torch.cat([rows, main + torch.tensor(mine, dtype=torch.long)])
         shard = {k: (v[rows] if isinstance(v, torch.Tensor) and k != "extra_of" else v) for k, v in batch.items()}
         shard.pop("extra_of", None)
         if local is not None and len(local):

@@ -4,7 +4,11 @@ Builds one LearnerActor in this process (no Ray, no vLLM; DeepSpeed with world s
 randomly initialised model of a named shape (or a checkpoint), feeds it a synthetic RL batch
 (random prompt and response token ids, 0/1 rewards, rollout log-probs) through the same
 `build_batch` the controller uses, and times `train_step` after warm-up. It prints learner
-tokens/s (prompt + response tokens through the model) and samples/s; on CUDA also MFU:
+tokens/s (prompt + response tokens through the model) and samples/s, the padding fraction of the
+token slots the model computed (about 0 with --packing), the micro-batches' token imbalance and
+the rank imbalance the batch would have over --ranks data-parallel ranks (max/mean tokens per
+rank: contiguous group shards unpacked, token-balanced ones packed; the bench itself runs one
+rank), peak memory; on CUDA also MFU:
 
     MFU = model FLOPs per step * steps / seconds / peak dense bf16 FLOP/s of the GPU
 
@@ -61,10 +65,19 @@ PEAK_BF16_FLOPS: list[tuple[str, float]] = [
 QWEN25_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                   num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
                   rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, use_sliding_window=False)
-SHAPES = ("toy", "qwen2.5-0.5b")
+# Qwen2.5-1.5B's published config (1,543,714,304 parameters, tied embeddings).
+QWEN25_15B = dict(QWEN25_05B, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                  num_key_value_heads=2)
+# SmolLM2-135M's (134,515,008 parameters, tied; Llama architecture): the CPU recipe's policy.
+SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                    num_key_value_heads=3, head_dim=64, max_position_embeddings=8192, rope_theta=100000.0,
+                    rms_norm_eps=1e-5, tie_word_embeddings=True)
+SHAPES = ("toy", "qwen2.5-0.5b", "qwen2.5-1.5b", "smollm2-135m")
 # (prompts, prompt tokens, response tokens, micro-batch) when not given: the toy's context is
-# 64 tokens and its default run must stay short on a CPU; None is for --model.
-SHAPE_DEFAULTS = {"toy": (16, 16, 16, 128), "qwen2.5-0.5b": (32, 256, 768, 8), None: (32, 256, 768, 8)}
+# 64 tokens and its default run must stay short on a CPU; smollm2-135m is the CPU recipe's step
+# (8 prompts x 4, micro-batch 8, up to 128 response tokens); None is for --model.
+SHAPE_DEFAULTS = {"toy": (16, 16, 16, 128), "qwen2.5-0.5b": (32, 256, 768, 8), "qwen2.5-1.5b": (32, 256, 768, 8),
+                  "smollm2-135m": (8, 96, 128, 8), None: (32, 256, 768, 8)}
 
 
 def peak_flops(device_name: str) -> float | None:
@@ -152,9 +165,14 @@ def _random_model(shape_name: str, out_dir: str, dtype, device: str) -> None:
         from rlvr.toy_model import build_model, build_tokenizer
 
         model = build_model(build_tokenizer())
+    elif shape_name == "smollm2-135m":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        with torch.device(device):
+            model = LlamaForCausalLM(LlamaConfig(**SMOLLM2_135M))
     else:
         with torch.device(device):  # a 0.5B random init is far quicker on the GPU
-            model = Qwen2ForCausalLM(Qwen2Config(**QWEN25_05B))
+            model = Qwen2ForCausalLM(Qwen2Config(**(QWEN25_05B if shape_name == "qwen2.5-0.5b" else QWEN25_15B)))
     model.to(dtype).save_pretrained(out_dir)
 
 
@@ -174,6 +192,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true", help="torch.compile the decoder layers and the log-prob kernel")
     g.add_argument("--logits-chunk", type=int, default=2048, help="response tokens per LM-head chunk (default 2048)")
     g.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3], default=2, help="DeepSpeed ZeRO stage (default 2)")
+    g.add_argument("--packing", action="store_true", help="padding-free packed micro-batches of --max-tokens tokens (learner.packing)")
+    g.add_argument("--max-tokens", type=int, help="token budget of a packed micro-batch (default: --micro-batch x the longest sequence)")
+    g.add_argument("--fused-kernels", choices=["auto", "on", "off"], default="auto", help="Liger kernels (learner.fused_kernels; default auto)")
+    g.add_argument("--attn", choices=["sdpa", "eager", "flash_attention_2", "flex_attention"], help="learner.attn_implementation (default: transformers' choice)")
+    g.add_argument("--ranks", type=int, default=2, help="data-parallel ranks the rank imbalance is computed for (default 2)")
     g.add_argument("--advantage", default="grpo", help="algorithm.advantage; gae also trains a critic (default grpo)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda when available")
     g.add_argument("--dtype", choices=["bfloat16", "float32"], help="default: bfloat16 on cuda, float32 on cpu")
@@ -199,10 +222,13 @@ def run(args) -> dict:
         raise SystemExit(f"rlvr: error: --min-response-len must be between 1 and the response length ({response_len})")
     batch_size = prompts * args.group_size
     micro_batches = math.ceil(batch_size / micro)
+    # The same memory as a padded micro-batch of the longest sequences, unless told otherwise.
+    max_tokens = args.max_tokens or min(micro, batch_size) * (prompt_len + response_len)
     learner_cfg = {"zero_stage": args.zero_stage, "lr": 1e-6, "micro_batch_size": min(micro, batch_size),
                    "gradient_checkpointing": args.gradient_checkpointing, "num_gpus": 1 if device == "cuda" else 0,
                    "compile": args.compile, "logits_chunk_size": args.logits_chunk,
-                   "threads": os.cpu_count() or 1}
+                   "threads": os.cpu_count() or 1, "packing": args.packing, "max_tokens_per_micro_batch": max_tokens,
+                   "fused_kernels": args.fused_kernels, "attn_implementation": args.attn}
     total_steps = args.warmup + args.steps
     with tempfile.TemporaryDirectory(prefix="rlvr-bench-") as tmp:
         model_path = args.model
@@ -228,27 +254,41 @@ def run(args) -> dict:
 
     for _ in range(args.warmup):
         learner.train_step(batch)
+    stats = {}
     sync()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(args.steps):
-        learner.train_step(batch)
+        stats = learner.train_step(batch)
     sync()
     seconds = time.perf_counter() - t0
+    plan = learner._plan(batch)
+    mb_tokens = [int(batch["attention_mask"][rows].sum()) for minibatch in plan for rows in minibatch if len(rows)]
+    from rlvr.learners.batch import shard_by_groups
+    from rlvr.learners.packing import imbalance
+
+    ranks = max(1, min(args.ranks, prompts))
+    rank_tokens = [float(s["attention_mask"].sum()) for s in shard_by_groups(batch, ranks, balance_tokens=args.packing)]
 
     flops = train_step_flops(seq_lens, response_lens, shape, learner.algo) * args.steps
     res = {"device": device, "dtype": dtype_name, "params": n_params, "tokens_per_step": tokens,
            "seconds_per_step": seconds / args.steps, "tokens_per_s": tokens * args.steps / seconds,
-           "samples_per_s": batch_size * args.steps / seconds, "model_flops_per_s": flops / seconds}
+           "samples_per_s": batch_size * args.steps / seconds, "model_flops_per_s": flops / seconds,
+           "padding_frac": stats.get("learner/padding_frac", float("nan")), "micro_batches": len(mb_tokens),
+           "micro_batch_imbalance": imbalance(mb_tokens), "rank_imbalance": imbalance(rank_tokens)}
     name = args.model or args.shape
     print(f"learner bench: {name} ({n_params / 1e6:.2f}M params, {shape.n_layers} layers, attention "
           f"{getattr(config, '_attn_implementation', '?')}), {device} {dtype_name}, ZeRO-{args.zero_stage}, "
           f"advantage {args.advantage}{', gradient checkpointing' if args.gradient_checkpointing else ''}"
-          f"{', compiled' if args.compile else ''}, LM head in chunks of {args.logits_chunk} tokens")
+          f"{', compiled' if args.compile else ''}{', fused kernels' if learner.fused else ''}, "
+          f"LM head in chunks of {args.logits_chunk} tokens")
     responses = f"{response_len}" if args.min_response_len is None else f"{args.min_response_len}..{response_len}"
     print(f"  batch: {prompts} prompts x {args.group_size} = {batch_size} sequences of {prompt_len} + {responses} "
-          f"tokens, micro-batch {micro} ({micro_batches} per step)")
+          f"tokens, " + (f"packed micro-batches of <= {max_tokens} tokens ({len(mb_tokens)} per step)" if args.packing
+                         else f"micro-batch {micro} ({micro_batches} per step)"))
+    print(f"  padding {res['padding_frac']:.1%} of computed token slots, micro-batch imbalance "
+          f"{res['micro_batch_imbalance']:.2f}, rank imbalance {res['rank_imbalance']:.2f} over {ranks} ranks (max/mean tokens)")
     print(f"  step time {res['seconds_per_step']:.3f} s (mean of {args.steps} after {args.warmup} warm-up)")
     print(f"  learner tokens/s {res['tokens_per_s']:,.0f}   samples/s {res['samples_per_s']:,.1f}")
     print(f"  model FLOPs {flops / args.steps:.3e} per step, {res['model_flops_per_s'] / 1e12:.3f} TFLOP/s achieved")

@@ -28,8 +28,11 @@ class ValueModel(nn.Module):
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """`position_ids` restarting per sequence with `attention_mask` None: a packed row (packing.py)."""
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                               use_cache=False).last_hidden_state
         return self.value_head(hidden[:, :-1]).squeeze(-1).float()
 
     def get_decoder(self) -> nn.Module:
@@ -39,7 +42,7 @@ class ValueModel(nn.Module):
         self.backbone.gradient_checkpointing_enable(**kw)
 
 
-def load_value_model(path: str, dtype: torch.dtype) -> ValueModel:
+def load_value_model(path: str, dtype: torch.dtype, **kwargs) -> ValueModel:
     """Backbone weights from the policy checkpoint at `path` (its LM head is left out)."""
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
@@ -48,7 +51,7 @@ def load_value_model(path: str, dtype: torch.dtype) -> ValueModel:
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        backbone = AutoModel.from_pretrained(path, dtype=dtype)
+        backbone = AutoModel.from_pretrained(path, dtype=dtype, **kwargs)
     finally:
         hf_logging.set_verbosity(level)
     return ValueModel(backbone, backbone.config.hidden_size)

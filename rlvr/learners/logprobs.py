@@ -15,20 +15,24 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from rlvr.learners.losses import logprobs_and_entropy
+from rlvr.learners.packing import pack, unpack_shifted
 
 
-def last_hidden_states(model, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+def last_hidden_states(model, ids: torch.Tensor, attn: torch.Tensor | None,
+                       position_ids: torch.Tensor | None = None) -> torch.Tensor:
     """[b, L, d] final (normed) hidden states of a Hugging Face causal LM or its DeepSpeed engine.
 
     The whole model is called (so DeepSpeed's forward bookkeeping, ZeRO-3 gathers included, runs
     as usual) with `logits_to_keep=1`, which makes its own LM head cost one position per sequence;
-    the decoder's output is taken by a forward hook.
+    the decoder's output is taken by a forward hook. Packed rows (packing.py) come with `attn`
+    None and `position_ids` restarting per sequence; use_cache=False matters there too, as
+    transformers only reads restarting position ids as packed sequences without a KV cache.
     """
     module = getattr(model, "module", model)
     captured = []
     handle = module.get_decoder().register_forward_hook(lambda _m, _args, out: captured.append(out[0]))
     try:
-        model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=1)
+        model(input_ids=ids, attention_mask=attn, position_ids=position_ids, use_cache=False, logits_to_keep=1)
     finally:
         handle.remove()
     return captured[0]
@@ -47,10 +51,18 @@ class ResponseLogprobs:
         self.kernel = torch.compile(logprobs_and_entropy, dynamic=True) if compile else logprobs_and_entropy
 
     def __call__(self, model, ids: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor, temperature: float,
-                 *, with_entropy: bool = False, entropy_grad: bool = False):
+                 *, with_entropy: bool = False, entropy_grad: bool = False, packed: bool = False):
         """-> (logprobs [b, L-1], entropy [b, L-1] or None), float32, aligned with `mask` [b, L-1]
-        (position t scores ids[:, t+1])."""
-        hidden = last_hidden_states(model, ids, attn)
+        (position t scores ids[:, t+1]). `packed`: the model runs the b right-padded sequences back
+        to back in one row without padding (packing.py); the results come back in the same layout."""
+        if packed:
+            ids_p, pos_p, mask_p = pack(ids, attn, mask)
+            lp, ent = self._run(model, ids_p, None, mask_p, temperature, with_entropy, entropy_grad, pos_p)
+            return unpack_shifted(lp, attn), (unpack_shifted(ent, attn) if ent is not None else None)
+        return self._run(model, ids, attn, mask, temperature, with_entropy, entropy_grad, None)
+
+    def _run(self, model, ids, attn, mask, temperature, with_entropy, entropy_grad, position_ids):
+        hidden = last_hidden_states(model, ids, attn, position_ids)
         lm_head = getattr(model, "module", model).get_output_embeddings()
         sel = mask.bool()
         rows, labels = hidden[:, :-1][sel], ids[:, 1:][sel]

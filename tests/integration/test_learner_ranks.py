@@ -1,6 +1,7 @@
 """Data parallelism on the real DeepSpeed engine over gloo: two ranks take the same step as one
-(policy, and with advantage gae the critic too); right padding beyond the longest sequence changes
-nothing (each micro-batch is cut after its longest sequence)."""
+(policy, and with advantage gae the critic too), also with packed token-budget micro-batches;
+right padding beyond the longest sequence changes nothing (each micro-batch is cut after its
+longest sequence); packed micro-batches give the padded ones' gradient for every loss aggregation."""
 
 import pytest
 import ray
@@ -13,14 +14,16 @@ from rlvr.learners.critic import load_value_model
 pytestmark = pytest.mark.integration
 
 
-def _batch(tokenizer):
+def _batch(tokenizer, long_first_group: bool = False):
+    """4 groups of 4; `long_first_group`: group 0's responses 36 characters long (~57-token rows, within the
+    toy's 64-token context), the others' a few."""
     enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]
     prompts, responses, rewards = [], [], []
     for i, a in enumerate((12, 40, 27, 63)):
         p = enc(tokenizer.apply_chat_template([{"role": "user", "content": f"What is {a} + 23?"}], tokenize=False, add_generation_prompt=True))
         for j, answer in enumerate((str(a + 23), str(a + 32), str(a + 3) + "9", "1")):  # ragged lengths on purpose
             prompts.append(p)
-            responses.append(enc(answer) + [tokenizer.eos_token_id])
+            responses.append(enc((answer * 40)[:36] if long_first_group and i == 0 else answer) + [tokenizer.eos_token_id])
             rewards.append(1.0 if j == 0 else float(j == i % 4) * 0.5)
     lps = [[-1.0] * len(r) for r in responses]
     return build_batch(prompts, responses, lps, rewards, group_size=4, pad_id=tokenizer.pad_token_id, temperature=1.0)
@@ -34,8 +37,13 @@ def _train(model_dir, ranks, batch, zero_stage, advantage, learner=None, **algor
                              micro_batches=micro) for i in range(ranks)]
     host, port = ray.get(actors[0].address.remote())
     ray.get([a.setup.remote(host, port) for a in actors])
+    packing = bool((learner or {}).get("packing"))
     for _ in range(2):
-        ray.get([a.train_step.remote(s) for a, s in zip(actors, shard_by_groups(batch, ranks))])
+        outs = ray.get([a.train_step.remote(s) for a, s in zip(actors, shard_by_groups(batch, ranks, balance_tokens=packing))])
+    if packing:  # every rank ran as many micro-batches (ZeRO pairs their collectives), none padded
+        assert len({o["learner/micro_batches"] for o in outs}) == 1 and all(o["learner/padding_frac"] == 0 for o in outs)
+        if ranks == 2:
+            assert [o["learner/filler_micro_batches"] for o in outs] == [2, 0]
     states = ray.get([a.full_state.remote() for a in actors])
     critics = ray.get([a.critic_state.remote() for a in actors])
     for a in actors:
@@ -43,16 +51,24 @@ def _train(model_dir, ranks, batch, zero_stage, advantage, learner=None, **algor
     return states[0], critics[0]
 
 
-@pytest.mark.parametrize("zero_stage, advantage", [(2, "grpo"), (3, "grpo"), (3, "gae")])
-def test_two_ranks_equal_one_rank(toy_dir, zero_stage, advantage):
+# Packed: a 50-token budget; group 0 (~57-token rows) alone outweighs the other three groups, so
+# token-balanced shards give rank 0 its 4 long rows (one micro-batch each) and rank 1 the 12 short
+# ones (6 micro-batches of 2): rank 0 runs 2 empty filler micro-batches to keep pace.
+PACKED = {"packing": True, "max_tokens_per_micro_batch": 50}
+
+
+@pytest.mark.parametrize("zero_stage, advantage, packing", [(2, "grpo", False), (3, "grpo", False), (3, "gae", False),
+                                                            (2, "grpo", True), (3, "gae", True)])
+def test_two_ranks_equal_one_rank(toy_dir, zero_stage, advantage, packing):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_dir = toy_dir / "model"
-    batch = _batch(AutoTokenizer.from_pretrained(model_dir))
+    batch = _batch(AutoTokenizer.from_pretrained(model_dir), long_first_group=packing)
+    learner = PACKED if packing else None
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
     try:
-        one, critic_one = _train(model_dir, 1, batch, zero_stage, advantage)
-        two, critic_two = _train(model_dir, 2, batch, zero_stage, advantage)
+        one, critic_one = _train(model_dir, 1, batch, zero_stage, advantage, learner)
+        two, critic_two = _train(model_dir, 2, batch, zero_stage, advantage, learner)
     finally:
         ray.shutdown()
     init = dict(AutoModelForCausalLM.from_pretrained(model_dir).named_parameters())
@@ -145,3 +161,54 @@ def test_two_ranks_equal_one_rank_with_lora(toy_dir):
     assert moved > 1e-4
     for k in one:
         assert (two[k] - one[k]).abs().max().item() <= 0.05 * moved, k
+
+
+def test_packed_gradient_equals_padded_for_every_aggregation(toy_dir):
+    """Loss scaling stays exact with packing: the policy's gradient norm (before clipping) of a step
+    is the padded learner's, for every loss aggregation mode; with gae, a reference model (KL) and
+    two minibatches the old log-prob, reference and critic passes run packed too."""
+    from transformers import AutoTokenizer
+
+    from rlvr.learners.losses import AGG_MODES
+
+    model_dir = toy_dir / "model"
+    batch = _batch(AutoTokenizer.from_pretrained(model_dir), long_first_group=True)
+    algorithm = {"advantage": "gae", "kl_coef": 0.05, "num_minibatches": 2, "loss_agg_constant": 40}
+
+    # nested: Ray ships it by value (the test module is not importable in a worker)
+    def _grad_norms(model_dir, batch, algorithm, modes):
+        """policy (and critic) gradient norms of one step per loss aggregation mode, padded and packed
+        learners side by side in one process, at the same weights (lr ~0)."""
+        from rlvr.cluster.weight_sync import free_port
+
+        learners = {}
+        for packing in (False, True):
+            learners[packing] = LearnerActor(str(model_dir), rank=0, world_size=1, total_steps=len(modes), micro_batches=4,
+                                             learner={"zero_stage": 2, "lr": 1e-12, "micro_batch_size": 4, "threads": 1,
+                                                      "packing": packing, "max_tokens_per_micro_batch": 50},
+                                             algorithm=algorithm)
+            learners[packing].setup("127.0.0.1", free_port())
+        out = []
+        for mode in modes:
+            row = {}
+            for packing, l in learners.items():
+                l.algo = l.algo.model_copy(update={"loss_agg": mode})
+                m = l.train_step(batch)
+                row[packing] = (m["policy/grad_norm"], m.get("critic/grad_norm"), m["learner/micro_batches"], m["learner/padding_frac"])
+            out.append(row)
+        return out
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        rows = ray.get(ray.remote(num_cpus=1)(_grad_norms).remote(model_dir, batch, algorithm, AGG_MODES))
+    finally:
+        ray.shutdown()
+    for mode, row in zip(AGG_MODES, rows):
+        (padded, padded_critic, padded_mbs, padded_waste), (packed, packed_critic, packed_mbs, packed_waste) = row[False], row[True]
+        assert padded > 1e-3, mode
+        assert abs(packed - padded) <= 1e-3 * padded, (mode, packed, padded)
+        assert abs(packed_critic - padded_critic) <= 1e-3 * padded_critic, (mode, packed_critic, padded_critic)
+        assert packed_waste == 0 < padded_waste and packed_mbs != padded_mbs, mode
+    # a wrong scale would show: the modes' gradient norms differ from one another by far more
+    norms = [row[False][0] for row in rows]
+    assert max(norms) > 1.5 * min(norms)

@@ -28,6 +28,18 @@ def test_shards_keep_whole_groups():
     assert all(s["group_size"] == 2 and s["total_tokens"] == 6.0 for s in shards)
 
 
+def test_shards_balanced_by_tokens_keep_whole_groups():
+    # group 0's responses are 10 tokens, the other three groups' 1: by tokens, group 0 alone
+    # weighs as much as the rest together
+    responses = [[2] * 10] * 2 + [[2]] * 6
+    b = build_batch([[1]] * 8, responses, [[-1.0] * len(r) for r in responses], list(range(8)), group_size=2,
+                    pad_id=0, temperature=1.0)
+    shards = shard_by_groups(b, 2, balance_tokens=True)
+    assert [s["rewards"].tolist() for s in shards] == [[0, 1], [2, 3, 4, 5, 6, 7]]
+    assert [int(s["attention_mask"].sum()) for s in shards] == [22, 12]
+    assert [s["rewards"].tolist() for s in shard_by_groups(b, 2)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
 def test_pick_groups_prefers_fresh_informative_then_tops_up_never_stale():
     from rlvr.learners.batch import pick_groups
 

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from rlvr.learners.algo_config import AlgorithmConfig
-from rlvr.learners.bench import QWEN25_05B, ModelShape, forward_flops, peak_flops, synthetic_batch, train_step_flops
+from rlvr.learners.bench import (QWEN25_05B, QWEN25_15B, SMOLLM2_135M, ModelShape, forward_flops, peak_flops, synthetic_batch,
+                                 train_step_flops)
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
@@ -62,6 +63,17 @@ def test_qwen25_05b_shape_has_the_published_parameter_count():
     assert ModelShape.from_config(model.config, n).head_dim == 64
 
 
+@pytest.mark.parametrize("config, n_params", [(QWEN25_15B, 1_543_714_304), (SMOLLM2_135M, 134_515_008)])
+def test_other_shapes_have_the_published_parameter_counts(config, n_params):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    cls, cfg = (LlamaForCausalLM, LlamaConfig) if config is SMOLLM2_135M else (Qwen2ForCausalLM, Qwen2Config)
+    with torch.device("meta"):
+        model = cls(cfg(**config))
+    assert sum(p.numel() for p in model.parameters()) == n_params
+
+
 @pytest.mark.parametrize("name, peak", [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
                                         ("NVIDIA H100 NVL", 835e12), ("NVIDIA L40S", 362e12), ("NVIDIA L4", 121e12),
                                         ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA GH200 480GB", 989e12),
@@ -72,10 +84,16 @@ def test_peak_flops_by_device_name(name, peak):
 
 @pytest.mark.integration
 def test_bench_learner_runs_on_cpu():
+    """Packed (the unpacked path differs only in its micro-batch plan, which the learner tests cover)."""
     out = subprocess.run([sys.executable, "-m", "rlvr.cli", "bench", "learner", "--shape", "toy", "--steps", "2",
-                          "--prompts", "4", "--device", "cpu"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+                          "--prompts", "4", "--device", "cpu", "--packing", "--max-tokens", "200"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     m = re.search(r"learner tokens/s ([\d,.]+)\s+samples/s ([\d,.]+)", out.stdout)
     assert m, out.stdout
     assert float(m.group(1).replace(",", "")) > 0 and float(m.group(2).replace(",", "")) > 0
-    assert "4 prompts x 8 = 32 sequences of 16 + 16 tokens" in out.stdout
+    assert "4 prompts x 8 = 32 sequences of 16 + 16 tokens, packed micro-batches of <= 200 tokens (6 per step)" in out.stdout
+    m = re.search(r"padding ([\d.]+)% .* micro-batch imbalance ([\d.]+), rank imbalance ([\d.]+) over 2 ranks", out.stdout)
+    assert m, out.stdout
+    # 1024 tokens in 6 micro-batches of whole 32-token sequences: 6 or 5 sequences each
+    assert float(m.group(1)) == 0.0 and 1.0 <= float(m.group(2)) <= 1.2 and float(m.group(3)) == 1.0
