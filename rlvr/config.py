@@ -95,8 +95,9 @@ class LearnerConfig(_Section):
         if self.compile and self.zero_stage == 3:
             raise ValueError("compile needs zero_stage 0-2: ZeRO-3's per-layer parameter gathers break the compiled graphs")
         if self.lora is not None and self.zero_stage == 3:
-            # Two ranks hang in the first step (frozen, partitioned base weights); adapters are small: use ZeRO-2.
-            raise ValueError("lora needs zero_stage 0-2 (ZeRO-3 with frozen base weights hangs in DeepSpeed here)")
+            # Tried: the first backward fails (torch.utils.checkpoint: recomputed tensors' metadata differs, with the
+            # frozen base partitioned). Adapters are small and ZeRO-2 shards their optimizer state anyway.
+            raise ValueError("lora needs zero_stage 0-2 (ZeRO-3 with a frozen, partitioned base fails in the backward here)")
         return self
 
 
