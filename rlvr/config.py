@@ -331,4 +331,7 @@ def field_reference(model: type[BaseModel] = Recipe, prefix: str = "") -> list[t
             continue
         default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
         rows.append((prefix + name, default, f.description or ""))
+        section = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        if section and type(None) in args:  # an optional section (learner.lora): its fields, once it is given
+            rows.extend(field_reference(section[0], f"{prefix}{name}."))
     return rows
