@@ -26,13 +26,9 @@ class JudgeActor:
 
     async def _engine(self):
         if self.llm is None:
-            from vllm.engine.arg_utils import AsyncEngineArgs
-            from vllm.v1.engine.async_llm import AsyncLLM
+            from rlvr.actors.rollout import start_async_llm
 
-            try:
-                self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._args))
-            except Exception as e:  # vLLM's pydantic errors do not pickle across Ray: keep the message
-                raise RuntimeError(f"judge '{self.name}' engine {self.engine_index} failed to start: {e}") from None
+            self.llm = start_async_llm(self._args, f"judge '{self.name}' engine {self.engine_index}")
             self.tokenizer = self.llm.get_tokenizer()
         return self.llm
 

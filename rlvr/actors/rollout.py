@@ -144,6 +144,17 @@ class WeightReceiver:
             self._rlvr_sync = None
 
 
+def start_async_llm(args: dict, what: str):
+    """vLLM's AsyncLLM for these engine args (call it in the actor's event loop: its output handler runs there)."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    try:
+        return AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+    except Exception as e:  # vLLM's pydantic errors do not pickle across Ray: keep the message
+        raise RuntimeError(f"{what} failed to start: {e}") from None
+
+
 class EngineDead(RuntimeError):
     """The vLLM engine under a rollout actor is gone (its EngineCore died or it stopped answering)."""
 
@@ -180,13 +191,7 @@ class RolloutActor:
     async def _engine(self):
         # Built inside Ray's event loop, where its output handler will run.
         if self.llm is None:
-            from vllm.engine.arg_utils import AsyncEngineArgs
-            from vllm.v1.engine.async_llm import AsyncLLM
-
-            try:
-                self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._args))
-            except Exception as e:  # vLLM's pydantic errors do not pickle across Ray: keep the message
-                raise RuntimeError(f"vLLM engine {self.engine_index} failed to start: {e}") from None
+            self.llm = start_async_llm(self._args, f"vLLM engine {self.engine_index}")
             self.tokenizer = self.llm.get_tokenizer()
         return self.llm
 
