@@ -649,7 +649,7 @@ class Trainer:
                   "staleness/token_fraction": sum(c.tokens_older_than(trained_version) for c in comps) / max(1, sum(len(c.token_ids) for c in comps)),
                   "inflight/sequences_updated": sum(c.last_version != c.policy_version for c in comps),
                   "inflight/requests_at_sync": sync["requests_in_flight"],
-                  "sync/bytes": sync["bytes"], "learner/trainable_parameters": self.trainable_parameters,
+                  "sync/bytes": sync.get("bytes", 0), "learner/trainable_parameters": self.trainable_parameters,
                   "rollout/groups_rerun": self.scheduler.reruns - reruns0})
         # Streaming: how long before the batch's last group finished its first group was already scored.
         m["rollout/first_scored_before_last_finished_s"] = max(g.t_finished for g in groups) - min(g.t_scored for g in groups)
