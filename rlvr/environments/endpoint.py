@@ -164,7 +164,7 @@ class AgentEndpoint:
                              f"max_total_tokens ({s.max_total_tokens})")
         return budget
 
-    async def _generate(self, s: Session, prompt_ids: list[int], budget: int, t0: float) -> Call:
+    async def _generate(self, s: Session, prompt_ids: list[int], budget: int) -> Call:
         t_engine = time.perf_counter()
         ids, lps, finish, spans = await s.generate(prompt_ids, budget)
         engine_s = time.perf_counter() - t_engine
@@ -238,7 +238,7 @@ class AgentEndpoint:
             budget = self._budget(s, body, len(prompt_ids))
         except ValueError as e:
             return _error(400, str(e))
-        call = await self._generate(s, prompt_ids, budget, t0)
+        call = await self._generate(s, prompt_ids, budget)
         call.messages = [dict(m) for m in messages]
         tool_calls = self._tool_calls(s, call.text, tools)
         s.replies.append(_Reply([_norm(m) for m in messages], call.text, tuple(c["id"] for c in tool_calls), call))
@@ -292,7 +292,7 @@ class AgentEndpoint:
             budget = self._budget(s, body, len(prompt_ids))
         except ValueError as e:
             return _error(400, str(e))
-        call = await self._generate(s, prompt_ids, budget, t0)
+        call = await self._generate(s, prompt_ids, budget)
         s.endpoint_seconds.append(time.perf_counter() - t0 - call.seconds)
         return web.json_response({
             "id": f"cmpl-{secrets.token_hex(8)}", "object": "text_completion", "created": int(time.time()),
