@@ -187,6 +187,7 @@ class RolloutActor:
         self.loading_version: int | None = None  # set while new weights load (the engine is paused)
         self._ids = itertools.count()
         self.running = 0  # requests in the engine (queued or running), as this actor submitted them
+        self.tokens_out = 0  # sampled tokens received from the engine so far (tests wait on it)
 
     async def _engine(self):
         # Built inside Ray's event loop, where its output handler will run.
@@ -251,6 +252,7 @@ class RolloutActor:
                     if not new:
                         continue
                     ids[i].extend(new)
+                    self.tokens_out += len(new)
                     lps[i].extend(lp[t].logprob for t, lp in zip(new, c.logprobs or []))
                     if spans[i] and spans[i][-1][0] == version:
                         spans[i][-1][1] += len(new)

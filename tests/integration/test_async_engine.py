@@ -36,25 +36,34 @@ def inflight(toy_dir, tmp_path_factory):
     trainer = _trainer(toy_dir, tmp_path_factory.mktemp("runs"), "inflight", "train.steps=4", "train.inflight_updates=true")
     out = {}
 
-    def _flip_final_norm(learner) -> None:  # nested, so Ray pickles it by value into the learner actor
-        """Negates the final RMSNorm weight: every logit changes sign."""
+    def _swap_eos(learner) -> None:  # nested, so Ray pickles it by value into the learner actor
+        """Swaps the embedding rows of EOS and token 50 (tied to the output layer): the model then writes 50
+        where it wrote EOS, with the same confidence. Applied twice, it restores the model."""
         with torch.no_grad():
-            learner.engine.module.model.norm.weight.neg_()
+            emb = learner.engine.module.model.embed_tokens.weight
+            emb[[1, 50]] = emb[[50, 1]]
 
     try:
         trainer.start()
-        # The update flips the final norm's sign, so the new greedy token is the old argmin: a change that
-        # no weights can hide. (Two learning steps, used before, once left all 32 continuations unchanged.)
-        ray.get(trainer.learners[0].__ray_call__.remote(_flip_final_norm))
+        # An update that changes every continuation past the answer (the toy writes EOS there) without
+        # creating near-ties: two learning steps, used before, once left all 32 continuations unchanged;
+        # flipping the final norm's sign made the greedy token the argmin, where logits are crowded.
+        ray.get(trainer.learners[0].__ray_call__.remote(_swap_eos))
         rows = trainer.prep.train_rows[:128]
         ids = encode_prompts(trainer.prep.tokenizer, [render_prompt(trainer.prep.tokenizer, r) for r in rows])
+        tokens_out = lambda: ray.get(trainer.rollouts[0].__ray_call__.remote(lambda actor: actor.tokens_out))
+        start = tokens_out()
         batch = trainer.scheduler.submit(ids, n=1, temperature=0.0, top_p=1.0, max_tokens=40, greedy=True, ignore_eos=True)
-        time.sleep(0.3)  # some tokens are out, most are not
+        deadline = time.time() + 300
+        # The update lands once about two tokens per request are out (the requests decode together): every
+        # request has started, none is near its 40. A fixed sleep was too short on a loaded machine.
+        while tokens_out() - start < 2 * len(ids) and time.time() < deadline:
+            time.sleep(0.01)
         out["sync"] = trainer.sync_weights()
         list(trainer.scheduler.stream(batch))
         out["results"] = [batch.results[k] for k in range(len(ids))]
         out["new_state"] = ray.get(trainer.learners[0].full_state.remote())
-        ray.get(trainer.learners[0].__ray_call__.remote(_flip_final_norm))
+        ray.get(trainer.learners[0].__ray_call__.remote(_swap_eos))
         trainer.sync_weights()  # the trained toy again, for the streaming and partial-rollout runs
 
         # Streaming: one slow group (40 tokens, EOS ignored) among fast ones (4 tokens).
