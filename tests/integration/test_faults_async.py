@@ -1,6 +1,7 @@
 """Faults and the async pipeline on the real stack (Ray + vLLM + DeepSpeed).
 
-- Two engines split a batch and both receive every weight broadcast.
+- (Two engines sharing a batch and both receiving every broadcast: tests/integration/test_elastic.py, which
+  runs two engines anyway; the least-loaded routing itself: tests/unit/test_scheduler.py.)
 - An engine killed during generation, during training, during the weight sync, or its EngineCore
   process killed under a live actor: restarted, re-synced, its groups run again; the run goes on.
 - With `train.async_steps: 1`, generation runs one policy version ahead: samples carry the version
@@ -127,24 +128,3 @@ def test_async_pipeline_with_dynamic_sampling_and_overlong_penalty(toy_dir, tmp_
     assert all(m["dynamic_sampling/informative_fraction"] == 1.0 for m in ms), [m["dynamic_sampling/extra_rounds"] for m in ms]
     # The soft overlong penalty (answers past max_tokens - 4 tokens) lowers the reward below the verifier's score.
     assert all(m["reward/mean"] < m["reward/verifier_mean"] for m in ms)
-
-
-def test_two_engines_share_the_batch_and_both_receive_every_update(toy_dir, tmp_path):
-    # At most one group (8 sequences) per engine at a time: the rest wait in the scheduler and go to
-    # whichever engine frees up first.
-    trainer = _trainer(toy_dir, tmp_path, "two-engines", "train.steps=2", "rollout.engines=2", "rollout.num_cpus=0.5",
-                       "rollout.max_seqs_per_engine=8", "learner.lr=5e-3")
-    try:
-        trainer.start()
-        before = ray.get([a.weights_fingerprint.remote() for a in trainer.rollouts])
-        batch = trainer.submit(["<|user|>What is 1 + 2?<|assistant|>"] * 6)
-        assert sorted(trainer.scheduler.load) == [8, 8] and len(trainer.scheduler.queue) == 4
-        comps, _, _ = trainer.collect(batch)
-        assert len(comps) == 48 and sorted({batch.results[k].engine_index for k in range(6)}) == [0, 1]
-        m = trainer.train_step()
-        after = ray.get([a.weights_fingerprint.remote() for a in trainer.rollouts])
-    finally:
-        trainer.shutdown()
-    assert before[0] == before[1] and after[0] == after[1]  # one broadcast reached both engines
-    assert after[0] != before[0] and m["policy_version"] == 1
-    assert min(trainer.scheduler.served) > 0 and sum(trainer.scheduler.served) == 6 + 16
