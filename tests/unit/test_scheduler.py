@@ -36,6 +36,7 @@ def test_groups_wait_for_room_and_go_to_the_engine_that_frees_first(local_ray):
     # Engine 0 takes 4 s per group, engine 1 a few ms: after the first two groups (one each, 8 sequences
     # fill an engine), the four waiting groups all run on engine 1 while engine 0 still works.
     engines = [_fake_engine(0, 4.0), _fake_engine(1, 0.01)]
+    ray.get([e.health.remote() for e in engines])  # both worker processes up: a slow start is not a slow engine
     sched = RolloutScheduler(engines, max_seqs_per_engine=8, health_interval_s=30)
     batch = sched.submit([[1, 2, 3]] * 6, n=8, temperature=1.0)
     assert sched.load == [8, 8] and len(sched.queue) == 4
