@@ -284,6 +284,26 @@ class RolloutActor:
                  for i in range(len(ids))]
         return GroupResult(comps, list(prompt_ids), self.engine_index, t0, time.time())
 
+    async def generate_groups(self, items: list[dict]):
+        """Ray streaming generator (the scheduler's one call per engine per dispatch): start every group of
+        `items` at once, so the engine admits them in the same step instead of as their calls trickle in,
+        and yield (position, GroupResult) as each finishes. Each item holds `generate`'s or `run_env`'s
+        arguments (`prompt_ids` or `row`). A group that raises fails the call: the engine is checked."""
+
+        async def one(j: int, item: dict):
+            kw = dict(item)
+            if "env" in kw:
+                return j, await self.run_env(kw.pop("row"), **kw)
+            return j, await self.generate(kw.pop("prompt_ids"), **kw)
+
+        tasks = [asyncio.ensure_future(one(j, item)) for j, item in enumerate(items)]
+        try:
+            for done in asyncio.as_completed(tasks):
+                yield await done
+        finally:
+            for t in tasks:
+                t.cancel()
+
     async def run_env(self, row: dict, *, env: str, env_options: dict, plugins: list[str], limits: dict, n: int,
                       temperature: float, top_p: float = 1.0, max_tokens: int = 16, greedy: bool = False,
                       prompt_index: int = 0, **_) -> GroupResult:

@@ -3,7 +3,9 @@
 The controller hands it batches of prompts (token ids); it sends each group to the engine with
 the fewest sequences in flight, keeps at most `max_seqs_per_engine` sequences in any engine (the
 rest wait here and go to whichever engine frees up first), and yields every group the moment it
-is finished, so the controller can score it while the other groups still generate.
+is finished, so the controller can score it while the other groups still generate. The groups one
+dispatch sends an engine travel in one streaming call: the engine starts them together (one engine
+step admits them all, rather than as 64 separate calls trickle in) and returns each as it finishes.
 
 No wait on an engine lacks a deadline. While groups are outstanding, every engine holding some is
 health-checked each `health_interval_s`; one that raises (its EngineCore died), whose Ray actor
@@ -40,8 +42,17 @@ class _Request:
     batch: Batch
     index: int
     engine: int = -1
-    ref: object = None
     attempts: int = 0
+
+
+@dataclass
+class _Call:
+    """One streaming call to an engine: the groups one dispatch sent it, yielded back as each finishes."""
+
+    engine: int
+    reqs: list[_Request]
+    gen: object = None  # Ray ObjectRefGenerator of (position, GroupResult)
+    open: set = field(default_factory=set)  # positions not yet returned
 
 
 class RolloutScheduler:
@@ -54,7 +65,7 @@ class RolloutScheduler:
         self.load = [0] * len(engines)  # sequences in flight per engine
         self.served = [0] * len(engines)  # groups finished per engine (for metrics and tests)
         self.queue: deque[_Request] = deque()
-        self.running: dict = {}  # ObjectRef -> _Request
+        self.running: dict[int, _Call] = {}  # id(generator) -> its call, while it has groups out
         self.last_health = time.time()
         self.reruns = 0  # groups generated again after their engine died (cumulative)
 
@@ -69,24 +80,50 @@ class RolloutScheduler:
         return batch
 
     def dispatch(self) -> None:
-        """Send queued groups to the least-loaded engines while any engine has room (an empty engine always has)."""
+        """Send queued groups to the least-loaded engines while any engine has room (an empty engine always
+        has): one call per engine for all the groups it takes now."""
+        waves: dict[int, list[_Request]] = {}
         while self.queue:
             req = self.queue[0]
             i = min(range(len(self.engines)), key=lambda j: self.load[j])
             if self.load[i] and self.load[i] + self._seqs(req) > self.max_seqs:
-                return
+                break
             self.queue.popleft()
-            self._send(req, i)
+            req.engine = i
+            self.load[i] += self._seqs(req)
+            waves.setdefault(i, []).append(req)
+        for i, reqs in waves.items():
+            call = _Call(i, reqs, open=set(range(len(reqs))))
+            call.gen = self.engines[i].generate_groups.options(num_returns="streaming").remote(
+                [self._item(req) for req in reqs])
+            self.running[id(call.gen)] = call
 
-    def _send(self, req: _Request, i: int) -> None:
-        req.engine = i
-        kwargs = {**req.batch.kwargs, **(req.batch.per_group[req.index] if req.batch.per_group else {})}
-        if "env" in kwargs:  # a multi-turn row: the engine's actor runs its trajectories
-            req.ref = self.engines[i].run_env.remote(kwargs.pop("row"), prompt_index=req.index, **kwargs)
-        else:
-            req.ref = self.engines[i].generate.remote(req.batch.prompt_ids[req.index], prompt_index=req.index, **kwargs)
-        self.running[req.ref] = req
-        self.load[i] += self._seqs(req)
+    @staticmethod
+    def _item(req: _Request) -> dict:
+        """The engine's arguments for one group (rows naming an environment carry `row` instead of ids)."""
+        item = {**req.batch.kwargs, **(req.batch.per_group[req.index] if req.batch.per_group else {}), "prompt_index": req.index}
+        if "env" not in item:
+            item["prompt_ids"] = req.batch.prompt_ids[req.index]
+        return item
+
+    def _next(self, call: _Call):
+        """The next finished group of a ready call as (request, result); None when the call has ended.
+        Raises Ray's actor/task errors when its engine failed."""
+        import ray
+
+        try:
+            j, res = ray.get(next(call.gen))
+        except StopIteration:
+            del self.running[id(call.gen)]
+            if call.open:  # ended without some of its groups: treat as an engine failure
+                raise ray.exceptions.RayTaskError("generate_groups", "", RuntimeError("the call ended before all its groups")) from None
+            return None
+        call.open.discard(j)
+        req = call.reqs[j]
+        self.load[call.engine] -= self._seqs(req)
+        if not call.open:
+            del self.running[id(call.gen)]
+        return req, res
 
     def stream(self, batch: Batch):
         """Yield (group index, GroupResult) for `batch` as its groups finish; faults are recovered on the way."""
@@ -104,20 +141,22 @@ class RolloutScheduler:
                 b.delivered.add(k)
                 yield b, k, b.results[k]
         while not all(b.done for b in batches):
-            refs = [r for r, q in self.running.items() if id(q.batch) in wanted]
-            if not refs:  # all their groups are queued behind other batches' ones
-                refs = list(self.running)
-            ready, _ = ray.wait(refs, num_returns=1, timeout=self.health_interval_s) if refs else ([], [])
-            for ref in ready:
-                req = self.running.pop(ref)
-                self.load[req.engine] -= self._seqs(req)
-                try:
-                    res = ray.get(ref)
-                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.RayTaskError) as e:
-                    self.running[ref] = req  # it belongs to the dead engine: rerun with the rest of its groups
-                    self.load[req.engine] += self._seqs(req)
-                    self._engine_failed(req.engine, e)
+            calls = [c for c in self.running.values() if any(id(c.reqs[j].batch) in wanted for j in c.open)]
+            if not calls:  # all their groups are queued behind other batches' ones
+                calls = list(self.running.values())
+            ready, _ = ray.wait([c.gen for c in calls], num_returns=1, timeout=self.health_interval_s) if calls else ([], [])
+            for gen in ready:
+                call = self.running.get(id(gen))
+                if call is None:  # its engine failed while an earlier ready call was handled
                     continue
+                try:
+                    got = self._next(call)
+                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.RayTaskError) as e:
+                    self._engine_failed(call.engine, e)  # its unfinished groups run again
+                    continue
+                if got is None:
+                    continue
+                req, res = got
                 self.served[req.engine] += 1
                 req.batch.results[req.index] = res
                 if id(req.batch) in wanted:
@@ -133,7 +172,7 @@ class RolloutScheduler:
         import ray
 
         self.last_health = time.time()
-        todo = engines if engines is not None else sorted({q.engine for q in self.running.values()})
+        todo = engines if engines is not None else sorted({c.engine for c in self.running.values()})
         refs = {i: self.engines[i].health.remote() for i in todo}
         failed = []
         for i, ref in refs.items():
@@ -147,20 +186,27 @@ class RolloutScheduler:
             self._engine_failed(i, e)
         return [i for i, _ in failed]
 
+    def _take_calls(self, i: int) -> list[_Request]:
+        """Forget engine i's calls; their unfinished groups, in order."""
+        lost = []
+        for key, call in list(self.running.items()):
+            if call.engine == i:
+                del self.running[key]
+                lost += [call.reqs[j] for j in sorted(call.open)]
+        return lost
+
     def _engine_failed(self, i: int, error: Exception) -> None:
         """Recover engine i (the controller restarts and re-syncs it), then rerun its unfinished groups."""
-        lost = [(ref, q) for ref, q in self.running.items() if q.engine == i]
-        for ref, _ in lost:
-            del self.running[ref]
+        lost = self._take_calls(i)
         self.load[i] = 0
         self.on_engine_dead(i, error)
-        for _, q in lost:
+        for q in lost:
             q.batch.reruns += 1
             self.reruns += 1
             q.attempts += 1
             if q.attempts > 3:
                 raise RuntimeError(f"a prompt group failed on {q.attempts} engines in a row; last error: {error}")
-        self.queue.extendleft(q for _, q in reversed(lost))
+        self.queue.extendleft(reversed(lost))
         self.dispatch()
 
     def add_engine(self) -> None:
@@ -175,11 +221,12 @@ class RolloutScheduler:
         import ray
 
         i = len(self.load) - 1
-        lost = [(ref, q) for ref, q in self.running.items() if q.engine == i]
-        for ref, _ in lost:
-            ray.cancel(ref)
-            del self.running[ref]
-        self.queue.extendleft(q for _, q in reversed(lost))
+        for call in [c for c in self.running.values() if c.engine == i]:
+            try:
+                ray.cancel(call.gen)
+            except Exception:  # already finished, or the engine is gone
+                pass
+        self.queue.extendleft(reversed(self._take_calls(i)))
         self.load.pop()
         self.served.pop()
 
@@ -188,14 +235,23 @@ class RolloutScheduler:
         import ray
 
         while self.running or self.queue:
-            ready, _ = ray.wait(list(self.running), num_returns=1, timeout=self.health_interval_s) if self.running else ([], [])
-            for ref in ready:
-                req = self.running.pop(ref)
-                self.load[req.engine] -= self._seqs(req)
+            calls = list(self.running.values())
+            ready, _ = ray.wait([c.gen for c in calls], num_returns=1, timeout=self.health_interval_s) if calls else ([], [])
+            for gen in ready:
+                call = self.running.get(id(gen))
+                if call is None:
+                    continue
                 try:
-                    req.batch.results[req.index] = ray.get(ref)
+                    got = self._next(call)
                 except Exception:  # the batch is being thrown away; its engine is checked below
-                    req.batch.delivered.add(req.index)
+                    self.running.pop(id(gen), None)
+                    self.load[call.engine] -= sum(self._seqs(call.reqs[j]) for j in call.open)
+                    for j in call.open:
+                        call.reqs[j].batch.delivered.add(call.reqs[j].index)
+                    continue
+                if got is not None:
+                    req, res = got
+                    req.batch.results[req.index] = res
             self.dispatch()
             if not ready:
                 self.check_health()

@@ -15,12 +15,19 @@ def _fake_engine(index: int, delay: float):
     """A stand-in engine actor answering each group after `delay` seconds with (engine index, group index)."""
 
     class FakeEngine:  # defined in a function, so Ray ships it by value (this module is not importable in a worker)
-        async def generate(self, prompt_ids, *, prompt_index: int, **kwargs):
-            await asyncio.sleep(delay)
-            return index, prompt_index
+        calls = 0
+
+        async def generate_groups(self, items):
+            self.calls += 1
+            async def one(j, item):
+                await asyncio.sleep(delay)
+                return j, (index, item["prompt_index"])
+
+            for done in asyncio.as_completed([one(j, item) for j, item in enumerate(items)]):
+                yield await done
 
         async def health(self) -> dict:
-            return {}
+            return {"calls": self.calls}
 
     return ray.remote(FakeEngine).remote()
 
@@ -56,3 +63,14 @@ def test_an_idle_engine_takes_a_group_larger_than_the_limit(local_ray):
     batch = sched.submit([[1]] * 3, n=8, temperature=1.0)
     assert sched.load == [8] and len(sched.queue) == 2
     assert sorted(k for k, _ in sched.stream(batch)) == [0, 1, 2] and sched.served == [3]
+
+
+def test_one_dispatch_is_one_call_per_engine(local_ray):
+    """The groups one dispatch sends an engine arrive in a single call (the engine starts them in the same
+    step), split across engines by load, and still come back one by one."""
+    engines = [_fake_engine(0, 0.01), _fake_engine(1, 0.01)]
+    sched = RolloutScheduler(engines, max_seqs_per_engine=1024, health_interval_s=30)
+    batch = sched.submit([[1]] * 6, n=8, temperature=1.0)
+    assert len(sched.running) == 2 and sched.load == [24, 24]
+    assert sorted(k for k, _ in sched.stream(batch)) == list(range(6)) and sched.served == [3, 3]
+    assert [ray.get(e.health.remote())["calls"] for e in engines] == [1, 1]
