@@ -45,7 +45,7 @@ def gae_run(toy_dir, tmp_path_factory):
     model_dir = toy_dir / "model"
     batch = _batch(AutoTokenizer.from_pretrained(model_dir))
     ckpt = str(tmp_path_factory.mktemp("ckpt"))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         out = {}
         a = _actor(model_dir, "gae")

@@ -32,7 +32,7 @@ def _batch(tokenizer, long_first_group: bool = False):
 @pytest.fixture(scope="module")
 def ray_cluster():
     """One Ray instance for the module; each test starts and kills its own learner actors."""
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
