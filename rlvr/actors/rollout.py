@@ -17,6 +17,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from rlvr.errors import EngineDead  # noqa: F401  (re-exported: callers catch it from here too)
+
 
 @dataclass
 class Completion:
@@ -153,10 +155,6 @@ def start_async_llm(args: dict, what: str):
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
     except Exception as e:  # vLLM's pydantic errors do not pickle across Ray: keep the message
         raise RuntimeError(f"{what} failed to start: {e}") from None
-
-
-class EngineDead(RuntimeError):
-    """The vLLM engine under a rollout actor is gone (its EngineCore died or it stopped answering)."""
 
 
 class RolloutActor:
