@@ -29,11 +29,14 @@ class _SoftTimer:
     we switch it off and use this one, which takes fractional seconds and raises a
     BaseException that ``except Exception`` blocks in verifier code cannot swallow.
     Off the main thread it does nothing; the pool's hard kill is the backstop there.
+    `fired` stays set once the deadline passed: some library code swallows even a BaseException
+    (a bare `except:`) and returns an ordinary "not equal", which must still count as a timeout.
     """
 
     def __init__(self, seconds: float):
         self.seconds = seconds
         self.active = threading.current_thread() is threading.main_thread()
+        self.fired = False
 
     def __enter__(self):
         if self.active:
@@ -47,8 +50,8 @@ class _SoftTimer:
             signal.signal(signal.SIGALRM, self._old)
         return False
 
-    @staticmethod
-    def _fire(signum, frame):
+    def _fire(self, signum, frame):
+        self.fired = True
         raise VerifierTimeout()
 
 
@@ -75,12 +78,15 @@ def call_one(name: str, response: str, ground_truth: Any, prompt: str | None,
     if entry.wants_config:
         kwargs["config"] = config
     kind: str | None = None
+    timer = _SoftTimer(config.timeout_s)
     try:
-        with _SoftTimer(config.timeout_s):
+        with timer:
             if entry.is_async:
                 value = _run_coro(asyncio.wait_for(entry.fn(response, ground_truth, **kwargs), config.timeout_s))
             else:
                 value = entry.fn(response, ground_truth, **kwargs)
+        if timer.fired:  # the deadline passed inside code that swallowed it: the value is not a verdict
+            raise VerifierTimeout()
         res = to_result(value)
     except (VerifierTimeout, asyncio.TimeoutError):
         kind = "timeout"

@@ -68,7 +68,7 @@ def test_pure_python_hang_is_stopped_by_the_soft_timeout_without_killing_the_wor
     t0 = time.monotonic()
     res = pool.score([R("t_loop"), R("t_len"), R("t_async_slow")])
     assert time.monotonic() - t0 < 4
-    assert res[0].score == 0.0 and res[0].error.startswith("timeout")
+    assert res[0].score == 0.0 and (res[0].error or "").startswith("timeout"), res
     assert res[1].score == 1.0
     assert res[2].score == 0.0 and res[2].error.startswith("timeout")
     assert pool.stats()["verifier/t_loop/timeouts"] >= 1
@@ -149,10 +149,31 @@ def test_config_fields_are_documented_and_strict():
 
 
 def test_real_math_hangs_are_bounded(pool):
-    # A tower of powers makes sympy compute a huge integer inside C code, where no signal can
-    # interrupt it (math-verify issues #50/#55): only the pool's kill bounds it.
+    # A tower of powers can make sympy compute a huge integer inside C code, where no signal can
+    # interrupt it (math-verify issues #50/#55): only the pool's kill bounds it. Whether sympy goes
+    # down that path depends on what the worker process computed before (seen: 1 run in 4 answered
+    # "not equal" at once), so either outcome is accepted, as long as it is bounded, scores 0, and the
+    # other sample keeps its reward. The kill itself is tested deterministically above.
     t0 = time.monotonic()
     res = pool.score([VerifyRequest(r"\boxed{9^{9^{9^{9}}}}", "1", "math"), R("math", r"\boxed{4}", "4")])
     assert time.monotonic() - t0 < 8
-    assert res[0].score == 0.0 and res[0].error.startswith("timeout")
+    assert res[0].score == 0.0 and (res[0].error is None or res[0].error.startswith("timeout")), res
     assert res[1].score == 1.0
+
+
+def test_a_swallowed_timeout_is_still_a_timeout():
+    # Library code with a bare `except:` can catch the deadline's exception and answer "not equal";
+    # that answer is not a verdict and must be scored as the timeout it was.
+    from rlvr.verifiers.registry import register
+    from rlvr.verifiers.runner import call_one
+
+    @register("test_swallows_deadline")
+    def swallows(response, ground_truth, **_):
+        try:
+            while True:
+                pass
+        except BaseException:  # noqa: BLE001 - what some libraries do
+            return 0.0
+
+    res, (_, _, kind) = call_one("test_swallows_deadline", "x", "y", None, VerifierConfig(timeout_s=0.2))
+    assert kind == "timeout" and res.score == 0.0 and res.error.startswith("timeout")
