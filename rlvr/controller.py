@@ -238,7 +238,7 @@ class Trainer:
         failed, _ = self._broadcast()
         if failed:
             raise RuntimeError(f"vLLM engine(s) {sorted(failed)} failed again while engine {i} was being re-synced")
-        self._restarted(i, error, t0, "during generation")
+        self._restarted(i, error, t0, "(a failed call or health check)")
 
     def _restarted(self, i: int, error: Exception, t0: float, when: str) -> None:
         """Say at once that engine i was restarted: a console line and an event row in metrics.jsonl."""
@@ -246,7 +246,7 @@ class Trainer:
         self.faults["rollout_restarts"] += 1
         self.faults["recovery_seconds"] += seconds
         seen = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
-        self.progress.print(f"[yellow]vLLM engine {i} failed {when} ({seen}); restarted and re-synced in {seconds:.1f}s[/yellow]")
+        self.progress.print(f"[yellow]vLLM engine {i} failed {when}: {seen}; restarted in {seconds:.1f}s[/yellow]")
         self.sink.log_event({"step": self.step, "event": "engine_restart", "event/engine": i, "event/when": when,
                              "event/error": seen, "event/recovery_seconds": seconds,
                              "engines/restarts": self.faults["rollout_restarts"]})
@@ -307,7 +307,7 @@ class Trainer:
             r.model.path, seed=r.seed, max_model_len=r.rollout.max_model_len, dtype=r.model.dtype,
             kv_cache_gib=r.rollout.kv_cache_gib, tensor_parallel_size=r.rollout.tensor_parallel_size,
             gpu_memory_utilization=r.rollout.gpu_memory_utilization, enforce_eager=r.rollout.enforce_eager, engine_index=i,
-            lora_rank=r.learner.lora.rank if r.learner.lora else None)
+            lora_rank=r.learner.lora.rank if r.learner.lora else None, max_num_seqs=r.rollout.max_num_seqs)
 
     def add_engine(self) -> bool:
         """Start one more engine where the cluster has room, give it the current weights, then route to it.

@@ -164,7 +164,8 @@ class RolloutActor:
 
     def __init__(self, model_path: str, *, seed: int = 0, max_model_len: int | None = None, dtype: str = "float32",
                  kv_cache_gib: float = 1.0, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.5,
-                 enforce_eager: bool = True, engine_index: int = 0, lora_rank: int | None = None):
+                 enforce_eager: bool = True, engine_index: int = 0, lora_rank: int | None = None,
+                 max_num_seqs: int | None = None):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(kv_cache_gib))))
         self.engine_index = engine_index
         self.instance = f"{os.getpid()}-{os.urandom(4).hex()}"
@@ -174,6 +175,8 @@ class RolloutActor:
                           tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager,
                           gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True,
                           worker_extension_cls="rlvr.actors.rollout.WeightReceiver", disable_log_stats=True)
+        if max_num_seqs is not None:
+            self._args["max_num_seqs"] = max_num_seqs
         if lora_rank is not None:  # LoRA policy: each sync's adapter is loaded as a new LoRA (see receive_weights)
             ranks = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM accepts as max_lora_rank
             self._args.update(enable_lora=True, max_loras=2, max_cpu_loras=4,
