@@ -11,6 +11,9 @@ No wait on an engine lacks a deadline. While groups are outstanding, every engin
 health-checked each `health_interval_s`; one that raises (its EngineCore died), whose Ray actor
 died, or that does not answer within `engine_timeout_s` is handed to `on_engine_dead` (the
 controller restarts it and pushes the current weights) and its unfinished groups run again.
+A failed call is decided by its error: EngineDead or a dead actor is an engine failure; anything
+else is checked with a health check first, and an engine that answers is kept (the call's groups
+run again). A prompt the engine refuses never fails a call: its group comes back with `refused`.
 """
 
 from __future__ import annotations
