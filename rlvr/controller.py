@@ -275,6 +275,10 @@ class Trainer:
 
         def score_group(k, res):
             nonlocal t_ver
+            if res.refused:  # nothing was generated: nothing to score (the callers skip it)
+                scores[k] = []
+                res.t_scored = time.time()
+                return
             t0 = time.time()
             if hasattr(self.pool, "score_async"):  # judged groups score concurrently while the others generate
                 fut = self.pool.score_async(VerifyRequest.for_completions(rows, prompts, res.completions))

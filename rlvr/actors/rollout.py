@@ -337,6 +337,8 @@ class RolloutActor:
             load_environment_plugins(plugins)
             self._env_plugins = tuple(plugins)
         lim = Limits(**{"max_tokens_per_turn": max_tokens, "max_total_tokens": llm.model_config.max_model_len, **limits})
+        # A turn's prompt must leave the engine room for a token: past its context the engine would refuse it.
+        lim.max_total_tokens = min(lim.max_total_tokens, llm.model_config.max_model_len)
 
         async def turn(ids: list[int], budget: int):
             params = _sampling_params(n=1, temperature=temperature, top_p=top_p, max_tokens=budget, greedy=greedy, stream=True)
