@@ -7,7 +7,9 @@ and test_engine_refusals.py):
 - the scheduler restarts only an engine that is dead or fails its health check; a refused group is
   delivered (flagged) and counted, never restarting anything;
 - restart_engine returns only once the actor answers from a new process, and never kills an actor
-  Ray already reports restarting.
+  Ray already reports restarting;
+- per-token versions: tokens streamed after a weight swap carry the new version; a LoRA request keeps
+  its adapter's version to the end.
 """
 
 import asyncio
@@ -208,3 +210,65 @@ def test_prepare_drops_train_and_eval_rows_that_fill_the_context(toy_dir, tmp_pa
     prep = prepare(recipe)
     assert len(prep.train_rows) == 3 and len(prep.eval_rows) == 1
     assert "dropped 1 train and 1 eval row(s)" in prep.report and "context of 64" in prep.report
+
+
+# ---------------------------------------------------------------- versions (finding 9), on a stand-in engine
+
+
+class _Out:
+    def __init__(self, ids, finish=None):
+        from types import SimpleNamespace
+
+        self.outputs = [SimpleNamespace(index=0, token_ids=ids, finish_reason=finish,
+                                        logprobs=[{t: SimpleNamespace(logprob=-1.0)} for t in ids])]
+
+
+class _StandInLLM:
+    """Streams two tokens, waits for `gate`, then two more (the weight swap happens in between)."""
+
+    errored = False
+
+    def __init__(self):
+        self.gate, self.started = asyncio.Event(), asyncio.Event()
+
+    async def generate(self, prompt, params, request_id, lora_request=None):
+        yield _Out([5, 6])
+        self.started.set()
+        await self.gate.wait()
+        yield _Out([7, 8], finish="length")
+
+
+def _tag_across_a_swap(lora: bool):
+    from types import SimpleNamespace
+
+    from rlvr.actors.rollout import RolloutActor, _sampling_params
+
+    actor = RolloutActor("unused")
+    actor.llm = llm = _StandInLLM()
+    if lora:  # the request is given adapter 1 (version 3); the swap brings adapter 2 (version 4)
+        actor.lora_request, actor._lora_versions, actor.policy_version = SimpleNamespace(lora_int_id=1), {1: 3}, 3
+    else:
+        actor.policy_version = 3
+
+    async def go():
+        task = asyncio.ensure_future(actor._sample([1, 2], _sampling_params(n=1, temperature=1.0, top_p=1.0, max_tokens=4,
+                                                                          greedy=False, stream=True)))
+        await llm.started.wait()
+        actor.policy_version = 4
+        if lora:
+            actor.lora_request, actor._lora_versions[2] = SimpleNamespace(lora_int_id=2), 4
+        llm.gate.set()
+        return await task
+
+    ids, _, _, spans = asyncio.run(go())
+    return ids[0], spans[0]
+
+
+def test_tokens_after_a_swap_carry_the_new_version():
+    assert _tag_across_a_swap(lora=False) == ([5, 6, 7, 8], [[3, 2], [4, 2]])
+
+
+def test_a_lora_request_keeps_its_adapters_version_to_the_end():
+    """A LoRA request runs with the adapter it was given, whenever its tokens arrive: before, the tokens after
+    a sync were tagged with the new adapter's version, which never sampled them."""
+    assert _tag_across_a_swap(lora=True) == ([5, 6, 7, 8], [[3, 4]])
