@@ -479,7 +479,6 @@ class Trainer:
             return float("nan")
         t0 = time.time()
         prompts = [render_prompt(self.prep.tokenizer, row) for row in rows]
-        refused0 = self.scheduler.refused
         comps, _, scores, _, _ = self._generate_and_score(rows, prompts, greedy=True)  # refused rows: no completions
         samples = [{"prompt": prompts[c.prompt_index], "completion": c.text, "score": s.score, "policy_version": c.policy_version,
                     **({"messages": c.trajectory["messages"], "turns": c.trajectory["turns"], "end": c.trajectory["reason"]}
@@ -494,7 +493,7 @@ class Trainer:
 
         self.last_eval_env = env_metrics([c.trajectory for c in comps if c.trajectory], prefix="env/")
         metrics.update(self.last_eval_env)
-        metrics["refused_prompts"] = self.scheduler.refused - refused0
+        metrics["refused_prompts"] = len(rows) - len({c.prompt_index for c in comps})  # left out of the accuracy
         self.sink.log_eval(self.step, summary["accuracy"], samples,
                            {**metrics, "policy_version": self.version, "time/eval": time.time() - t0})
         self.timings["eval"] += time.time() - t0
