@@ -233,6 +233,7 @@ class Trainer:
         """Restart engine i (it died, or its EngineCore did, or it stopped answering), rebuild the weight-sync
         group, and push the current weights to it."""
         t0 = time.time()
+        self._restarting(i, error, "(a failed call or health check)")
         self._restart_engine(i, error)
         self._reform_weight_sync(skip=i)
         failed, _ = self._broadcast()
@@ -240,13 +241,23 @@ class Trainer:
             raise RuntimeError(f"vLLM engine(s) {sorted(failed)} failed again while engine {i} was being re-synced")
         self._restarted(i, error, t0, "(a failed call or health check)")
 
+    @staticmethod
+    def _seen(error: Exception) -> str:
+        """An engine error in one line: the cause a Ray task error carries, not its traceback."""
+        cause = getattr(error, "cause", None) or error
+        text = str(cause).strip().splitlines()
+        return f"{type(cause).__name__}: {text[0][:200] if text else ''}"
+
+    def _restarting(self, i: int, error: Exception, when: str) -> None:
+        self.progress.print(f"[yellow]vLLM engine {i} failed {when}: {self._seen(error)}; restarting it[/yellow]")
+
     def _restarted(self, i: int, error: Exception, t0: float, when: str) -> None:
-        """Say at once that engine i was restarted: a console line and an event row in metrics.jsonl."""
+        """Say that engine i is back: a console line and an event row in metrics.jsonl, written at once."""
         seconds = time.time() - t0
         self.faults["rollout_restarts"] += 1
         self.faults["recovery_seconds"] += seconds
-        seen = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
-        self.progress.print(f"[yellow]vLLM engine {i} failed {when}: {seen}; restarted in {seconds:.1f}s[/yellow]")
+        seen = self._seen(error)
+        self.progress.print(f"[yellow]vLLM engine {i} restarted and re-synced in {seconds:.1f}s[/yellow]")
         self.sink.log_event({"step": self.step, "event": "engine_restart", "event/engine": i, "event/when": when,
                              "event/error": seen, "event/recovery_seconds": seconds,
                              "engines/restarts": self.faults["rollout_restarts"]})
@@ -423,6 +434,7 @@ class Trainer:
                 return out
             t0 = time.time()
             for i, err in failed.items():
+                self._restarting(i, err, "during a weight sync")
                 self._restart_engine(i, err)
             self._reform_weight_sync()
             for i, err in failed.items():
