@@ -257,7 +257,7 @@ class Trainer:
         self.faults["rollout_restarts"] += 1
         self.faults["recovery_seconds"] += seconds
         seen = self._seen(error)
-        self.progress.print(f"[yellow]vLLM engine {i} restarted and re-synced in {seconds:.1f}s[/yellow]")
+        self.progress.print(f"[yellow]vLLM engine {i} is back, restarted in {seconds:.1f}s[/yellow]")
         self.sink.log_event({"step": self.step, "event": "engine_restart", "event/engine": i, "event/when": when,
                              "event/error": seen, "event/recovery_seconds": seconds,
                              "engines/restarts": self.faults["rollout_restarts"]})
