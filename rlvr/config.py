@@ -47,6 +47,7 @@ class RolloutConfig(_Section):
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="fraction of GPU memory vLLM may take (GPU only)")
     enforce_eager: bool = Field(True, description="skip CUDA graphs / torch.compile: fast start-up, slower decode on GPU")
     max_engines: int | None = Field(None, ge=1, description="grow the pool up to this many engines when the cluster gains room for one (checked every step; None: fixed at rollout.engines)")
+    max_num_seqs: int | None = Field(None, ge=1, description="vLLM's max_num_seqs: sequences an engine runs at once, the rest wait in its queue (default: vLLM's)")
     max_seqs_per_engine: int = Field(1024, ge=1, description="sequences the scheduler keeps in one engine at once; further groups wait and go to whichever engine frees up first")
     health_interval_s: float = Field(5.0, gt=0, description="while waiting for completions, check engines' health this often (seconds)")
     engine_timeout_s: float = Field(60.0, gt=0, description="an engine that does not answer a health check (or a weight sync) within this many seconds is treated as dead and restarted")

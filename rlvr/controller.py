@@ -55,11 +55,21 @@ def prepare(recipe: Recipe) -> Prepared:
         tokenizer = AutoTokenizer.from_pretrained(recipe.model.path)
     except Exception as e:
         raise RecipeError(f"model.path: cannot load a tokenizer from {recipe.model.path} ({e})") from None
-    if recipe.data.max_prompt_tokens:
-        train_rows, _ = filter_by_length(train_rows, tokenizer, recipe.data.max_prompt_tokens)
+    report = str(getattr(train_rows, "report", ""))
+    # vLLM refuses a prompt that fills its context (no room for one token): such rows are dropped here, train
+    # and eval alike, with a count, rather than refused one by one by the engines (see rollout/refused_prompts).
+    from rlvr.eval_command import context_length
+
+    context = context_length(recipe.model.path, recipe.rollout.max_model_len)
+    limit = min((x for x in (recipe.data.max_prompt_tokens, context - 1 if context else None) if x is not None), default=None)
+    train_rows, dropped = filter_by_length(train_rows, tokenizer, limit)
+    eval_rows, eval_dropped = filter_by_length(eval_rows, tokenizer, context - 1 if context else None)
+    if dropped or eval_dropped:
+        note = (f"dropped {dropped} train and {eval_dropped} eval row(s) whose prompt is over "
+                f"{limit} tokens (data.max_prompt_tokens, or no room for an answer in the context of {context})")
+        report = f"{report}\n{note}" if report else note
     if not train_rows:
         raise RecipeError("data.train: no usable rows after loading and filtering")
-    report = str(getattr(train_rows, "report", ""))
     return Prepared(recipe, tokenizer, list(train_rows), list(eval_rows), report)
 
 
@@ -115,6 +125,7 @@ class Trainer:
         self.faults: dict[str, float] = defaultdict(float, {"rollout_restarts": 0})
         self.placement = None
         self.last_eval_env: dict = {}  # env/* metrics of the last evaluation (multi-turn rows)
+        self.said_refused = False  # the first refused prompt is announced, later ones only counted
         self.engines_wanted: int | None = None  # set by `rlvr scale`; overrides rollout.max_engines growth
 
     # ------------------------------------------------------------------ cluster
@@ -177,8 +188,11 @@ class Trainer:
     def _gen_kwargs(self, greedy: bool) -> dict:
         ro = self.recipe.rollout
         # Per-token versions need streamed deltas only when a sequence can cross a weight update.
+        # Also without in-flight updates when batches run ahead (async_steps): a sync pauses only the running
+        # requests, and the queued ones are sampled after it, under the new weights.
+        t = self.recipe.train
         return dict(n=ro.n, temperature=ro.temperature, top_p=ro.top_p, max_tokens=ro.max_tokens, greedy=greedy,
-                    track_versions=self.recipe.train.inflight_updates)
+                    track_versions=t.inflight_updates or t.async_steps > 0)
 
     def submit(self, prompts: list[str], *, greedy: bool = False, per_group: list[dict] | None = None,
                rows: list[dict] | None = None):
@@ -208,6 +222,7 @@ class Trainer:
         """Completions in prompt order, each prompt's token ids, and wall seconds. `on_group(k, result)`
         runs as each group finishes (the scorer, while the other groups still generate)."""
         for k, res in self.scheduler.stream(batch):
+            self._refused(res)  # announced once; the callers skip it
             if on_group is not None:
                 on_group(k, res)
         results = [batch.results[k] for k in range(len(batch.prompt_ids))]
@@ -217,39 +232,41 @@ class Trainer:
     def recover_engine(self, i: int, error: Exception) -> None:
         """Restart engine i (it died, or its EngineCore did, or it stopped answering), rebuild the weight-sync
         group, and push the current weights to it."""
-        import ray
-
         t0 = time.time()
-        self.faults["rollout_restarts"] += 1
-        self.progress.print(f"[yellow]vLLM engine {i} failed ({type(error).__name__}: {str(error)[:200]}); "
-                            "restarting it, then re-syncing weights[/yellow]")
+        self._restarting(i, error, "(a failed call or health check)")
         self._restart_engine(i, error)
         self._reform_weight_sync(skip=i)
         failed, _ = self._broadcast()
         if failed:
             raise RuntimeError(f"vLLM engine(s) {sorted(failed)} failed again while engine {i} was being re-synced")
-        self.faults["recovery_seconds"] += time.time() - t0
+        self._restarted(i, error, t0, "(a failed call or health check)")
+
+    @staticmethod
+    def _seen(error: Exception) -> str:
+        """An engine error in one line: the cause a Ray task error carries, not its traceback."""
+        cause = getattr(error, "cause", None) or error
+        text = str(cause).strip().splitlines()
+        return f"{type(cause).__name__}: {text[0][:200] if text else ''}"
+
+    def _restarting(self, i: int, error: Exception, when: str) -> None:
+        self.progress.print(f"[yellow]vLLM engine {i} failed {when}: {self._seen(error)}; restarting it[/yellow]")
+
+    def _restarted(self, i: int, error: Exception, t0: float, when: str) -> None:
+        """Say that engine i is back: a console line and an event row in metrics.jsonl, written at once."""
+        seconds = time.time() - t0
+        self.faults["rollout_restarts"] += 1
+        self.faults["recovery_seconds"] += seconds
+        seen = self._seen(error)
+        self.progress.print(f"[yellow]vLLM engine {i} is back, restarted in {seconds:.1f}s[/yellow]")
+        self.sink.log_event({"step": self.step, "event": "engine_restart", "event/engine": i, "event/when": when,
+                             "event/error": seen, "event/recovery_seconds": seconds,
+                             "engines/restarts": self.faults["rollout_restarts"]})
 
     def _restart_engine(self, i: int, error: Exception | None = None) -> None:
-        """Wait for Ray to restart engine i's actor, killing it first unless it is already dead (a live actor
-        with a dead EngineCore, or one that stopped answering). An actor Ray is already restarting is not
-        killed again: a second kill could land on the new process after it answered."""
-        import ray
+        from rlvr.actors.scheduler import restart_engine
 
-        if not isinstance(error, (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)):
-            ray.kill(self.rollouts[i], no_restart=False)
-        deadline = time.time() + max(600.0, 10 * self.recipe.rollout.engine_timeout_s)
-        while time.time() < deadline:  # Ray restarts the actor (max_restarts); ready() loads the model again
-            try:
-                instance = ray.get(self.rollouts[i].ready.remote(), timeout=60)
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
-                time.sleep(1)
-                continue
-            if instance != self.instances[i]:
-                self.instances[i] = instance
-                return
-            time.sleep(0.1)  # the old process answered: the kill has not landed yet
-        raise RuntimeError(f"vLLM engine {i} did not come back after a restart")
+        self.instances[i] = restart_engine(self.rollouts[i], self.instances[i], error,
+                                           deadline_s=max(600.0, 10 * self.recipe.rollout.engine_timeout_s))
 
     def _reform_weight_sync(self, skip: int | None = None) -> None:
         """The old group lost a member: every member leaves it (bounded waits) and a fresh one is formed."""
@@ -269,6 +286,10 @@ class Trainer:
 
         def score_group(k, res):
             nonlocal t_ver
+            if res.refused:  # nothing was generated: nothing to score (the callers skip it)
+                scores[k] = []
+                res.t_scored = time.time()
+                return
             t0 = time.time()
             if hasattr(self.pool, "score_async"):  # judged groups score concurrently while the others generate
                 fut = self.pool.score_async(VerifyRequest.for_completions(rows, prompts, res.completions))
@@ -301,7 +322,7 @@ class Trainer:
             r.model.path, seed=r.seed, max_model_len=r.rollout.max_model_len, dtype=r.model.dtype,
             kv_cache_gib=r.rollout.kv_cache_gib, tensor_parallel_size=r.rollout.tensor_parallel_size,
             gpu_memory_utilization=r.rollout.gpu_memory_utilization, enforce_eager=r.rollout.enforce_eager, engine_index=i,
-            lora_rank=r.learner.lora.rank if r.learner.lora else None)
+            lora_rank=r.learner.lora.rank if r.learner.lora else None, max_num_seqs=r.rollout.max_num_seqs)
 
     def add_engine(self) -> bool:
         """Start one more engine where the cluster has room, give it the current weights, then route to it.
@@ -411,11 +432,13 @@ class Trainer:
             failed, out = self._broadcast()
             if not failed:
                 return out
+            t0 = time.time()
             for i, err in failed.items():
-                self.faults["rollout_restarts"] += 1
-                self.progress.print(f"[yellow]vLLM engine {i} failed during a weight sync ({type(err).__name__}); restarting it[/yellow]")
+                self._restarting(i, err, "during a weight sync")
                 self._restart_engine(i, err)
             self._reform_weight_sync()
+            for i, err in failed.items():
+                self._restarted(i, err, t0, "during a weight sync")
         raise RuntimeError("weight sync failed three times in a row")
 
     def _broadcast(self) -> tuple[dict, dict]:
@@ -468,7 +491,7 @@ class Trainer:
             return float("nan")
         t0 = time.time()
         prompts = [render_prompt(self.prep.tokenizer, row) for row in rows]
-        comps, _, scores, _, _ = self._generate_and_score(rows, prompts, greedy=True)
+        comps, _, scores, _, _ = self._generate_and_score(rows, prompts, greedy=True)  # refused rows: no completions
         samples = [{"prompt": prompts[c.prompt_index], "completion": c.text, "score": s.score, "policy_version": c.policy_version,
                     **({"messages": c.trajectory["messages"], "turns": c.trajectory["turns"], "end": c.trajectory["reason"]}
                        if c.trajectory else {})}
@@ -482,6 +505,7 @@ class Trainer:
 
         self.last_eval_env = env_metrics([c.trajectory for c in comps if c.trajectory], prefix="env/")
         metrics.update(self.last_eval_env)
+        metrics["refused_prompts"] = len(rows) - len({c.prompt_index for c in comps})  # left out of the accuracy
         self.sink.log_eval(self.step, summary["accuracy"], samples,
                            {**metrics, "policy_version": self.version, "time/eval": time.time() - t0})
         self.timings["eval"] += time.time() - t0
@@ -492,6 +516,8 @@ class Trainer:
         results, scores, t_ver = self._stream_scored(rows, prompts, batch)
         groups = []
         for k, (row, res) in enumerate(zip(rows, results)):
+            if self._refused(res):
+                continue
             g = Group(row, prompts[k], res.prompt_token_ids, res.completions, scores[k], engine=res.engine_index,
                       t_finished=res.t_end, t_scored=res.t_scored)
             g.rewards = self._rewards(g)
@@ -511,6 +537,8 @@ class Trainer:
         groups, results, t_ver = [], [], 0.0
         for batch, k, res in self.scheduler.stream_many([e[2] for e in self.in_flight]):
             rows, prompts = entries[id(batch)][:2]
+            if self._refused(res):
+                continue
             t0 = time.time()
             scores = self.score(rows, prompts, res.completions)
             res.t_scored = time.time()
@@ -525,6 +553,17 @@ class Trainer:
         self.in_flight = deque(e for e in self.in_flight if not e[2].done)
         engine_s = max(res.t_end for res in results) - min(res.t_start for res in results) if results else 0.0
         return groups, engine_s, t_ver
+
+    def _refused(self, res) -> bool:
+        """A group whose prompt the engine refused (e.g. longer than the context): skipped, counted in
+        rollout/refused_prompts, and said once in the console. The engine is not restarted for it."""
+        if not res.refused:
+            return False
+        if not self.said_refused:
+            self.said_refused = True
+            self.progress.print(f"[yellow]an engine refused a prompt ({res.refused[:200]}); such rows are skipped "
+                                "and counted in rollout/refused_prompts[/yellow]")
+        return True
 
     def _rewards(self, g: "Group") -> list[float]:
         """Verifier scores (for trajectories combined with the environment's rewards as the recipe says),
@@ -557,7 +596,7 @@ class Trainer:
         r, a = self.recipe, self.recipe.algorithm
         self.rescale()
         t_step = time.time()
-        reruns0 = self.scheduler.reruns
+        reruns0, refused0 = self.scheduler.reruns, self.scheduler.refused
         target = r.train.prompts_per_step
         if r.train.inflight_updates and r.train.async_steps:
             groups, t_gen, t_ver = self._first_finished_groups(target)
@@ -659,7 +698,8 @@ class Trainer:
                   "inflight/sequences_updated": sum(c.last_version != c.policy_version for c in comps),
                   "inflight/requests_at_sync": sync["requests_in_flight"],
                   "sync/bytes": sync.get("bytes", 0), "learner/trainable_parameters": self.trainable_parameters,
-                  "rollout/groups_rerun": self.scheduler.reruns - reruns0})
+                  "rollout/groups_rerun": self.scheduler.reruns - reruns0,
+                  "rollout/refused_prompts": self.scheduler.refused - refused0})
         # Streaming: how long before the batch's last group finished its first group was already scored.
         m["rollout/first_scored_before_last_finished_s"] = max(g.t_finished for g in groups) - min(g.t_scored for g in groups)
         generated = sum(len(c.token_ids) for g in groups for c in g.comps)  # dropped groups were generated too
@@ -671,6 +711,7 @@ class Trainer:
         m.update(self.pool.stats())
         m.update({f"fault/{k}": v for k, v in self.faults.items()})
         m["rollout/engines"] = len(self.rollouts)
+        m["engines/restarts"] = self.faults["rollout_restarts"]
         from rlvr.environments.trajectory import env_metrics
 
         m.update(env_metrics([c.trajectory for g in groups for c in g.comps if c.trajectory]))

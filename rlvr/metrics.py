@@ -50,6 +50,13 @@ class MetricsSink:
         if self.wandb is not None:
             self.wandb.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=metrics["step"])
 
+    def log_event(self, event: dict) -> None:
+        """Something that happened between steps (an engine restart), written at once: a row of metrics.jsonl
+        with an `event` key and the step it followed (readers of step rows skip it by that key)."""
+        self.metrics.write(event)
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in event.items() if isinstance(v, (int, float)) and k != "step"})
+
     def log_eval(self, step: int, accuracy: float, samples: list[dict], extra: dict | None = None) -> None:
         row = {"step": step, "accuracy": accuracy, **(extra or {})}
         self.evals.write(row)

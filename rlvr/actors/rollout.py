@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from rlvr.errors import EngineDead  # noqa: F401  (re-exported: callers catch it from here too)
+from rlvr.errors import EngineDead, PromptRefused, engine_error_kind  # noqa: F401  (re-exported: callers catch them from here too)
 
 
 @dataclass
@@ -51,6 +51,7 @@ class GroupResult:
     engine_index: int
     t_start: float
     t_end: float
+    refused: str = ""  # the engine refused the prompt (e.g. longer than the context): no completions, skip the row
 
     @property
     def tokens(self) -> int:
@@ -163,7 +164,8 @@ class RolloutActor:
 
     def __init__(self, model_path: str, *, seed: int = 0, max_model_len: int | None = None, dtype: str = "float32",
                  kv_cache_gib: float = 1.0, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.5,
-                 enforce_eager: bool = True, engine_index: int = 0, lora_rank: int | None = None):
+                 enforce_eager: bool = True, engine_index: int = 0, lora_rank: int | None = None,
+                 max_num_seqs: int | None = None):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(kv_cache_gib))))
         self.engine_index = engine_index
         self.instance = f"{os.getpid()}-{os.urandom(4).hex()}"
@@ -173,6 +175,8 @@ class RolloutActor:
                           tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager,
                           gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True,
                           worker_extension_cls="rlvr.actors.rollout.WeightReceiver", disable_log_stats=True)
+        if max_num_seqs is not None:
+            self._args["max_num_seqs"] = max_num_seqs
         if lora_rank is not None:  # LoRA policy: each sync's adapter is loaded as a new LoRA (see receive_weights)
             ranks = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM accepts as max_lora_rank
             self._args.update(enable_lora=True, max_loras=2, max_cpu_loras=4,
@@ -182,6 +186,7 @@ class RolloutActor:
         self._adapter_loading: asyncio.Event | None = None  # set while an adapter loads: new requests wait for it
         self._lora_users: dict[int, int] = {}  # LoRA id -> this actor's requests using it
         self._retired: dict = {}  # LoRA id -> LoRARequest of a replaced adapter, removed once no request uses it
+        self._lora_versions: dict[int, int] = {}  # LoRA id -> the policy version its adapter holds
         self.llm = None
         self.loading_version: int | None = None  # set while new weights load (the engine is paused)
         self._ids = itertools.count()
@@ -217,10 +222,13 @@ class RolloutActor:
     async def _sample(self, prompt_ids: list[int], params) -> tuple[list[list[int]], list[list[float]], list[str], list[list]]:
         """Per sample of one request: ids, log-probs, finish reason, [[version, tokens], ...].
 
-        Streaming `params` (in-flight updates): each delta is tagged with the policy version current
-        when it arrived. Final-only: a weight sync drains the engine first (pause mode wait), so a
-        request added before a sync is sampled entirely by the version of that time, and one added
-        during it entirely by the version being loaded."""
+        Streaming `params`: each delta is tagged with the policy version current when it arrived; a
+        sync switches the version only once the engine is paused and every delta produced before the
+        pause has been taken (receive_weights), so a request queued or preempted across a sync gets
+        the old version for its earlier tokens and the new one for those sampled after. Final-only
+        (used only when no sync can overlap generation): the version of the time it was added.
+        LoRA: a request keeps the adapter it was given to its end, so every token is that adapter's
+        version, whenever it arrives."""
         from vllm.sampling_params import RequestOutputKind
 
         from vllm.inputs import TokensPrompt
@@ -238,13 +246,14 @@ class RolloutActor:
         stream = params.output_kind == RequestOutputKind.DELTA
         added = self.loading_version if self.loading_version is not None else self.policy_version
         lora = self.lora_request
+        lora_version = self._lora_versions.get(lora.lora_int_id) if lora is not None else None
         if lora is not None:
             self._lora_users[lora.lora_int_id] = self._lora_users.get(lora.lora_int_id, 0) + 1
         self.running += k
         try:
             async for out in llm.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)), params,
                                           request_id=f"e{self.engine_index}-{next(self._ids)}", lora_request=lora):
-                version = self.policy_version if stream else added
+                version = lora_version if lora_version is not None else self.policy_version if stream else added
                 for c in out.outputs:
                     new = list(c.token_ids)
                     i = c.index
@@ -260,8 +269,11 @@ class RolloutActor:
                     else:
                         spans[i].append([version, len(new)])
         except Exception as e:
-            if llm.errored:
+            kind = engine_error_kind(e, llm.errored)
+            if kind == "dead":
                 raise EngineDead(f"vLLM engine {self.engine_index}: engine core is dead ({type(e).__name__})") from None
+            if kind == "refused":  # the request's own fault (vLLM's input checks): the row is skipped, the engine kept
+                raise PromptRefused(f"{type(e).__name__}: {e}"[:300]) from None
             raise
         finally:
             self.running -= k
@@ -289,13 +301,18 @@ class RolloutActor:
         """Ray streaming generator (the scheduler's one call per engine per dispatch): start every group of
         `items` at once, so the engine admits them in the same step instead of as their calls trickle in,
         and yield (position, GroupResult) as each finishes. Each item holds `generate`'s or `run_env`'s
-        arguments (`prompt_ids` or `row`). A group that raises fails the call: the engine is checked."""
+        arguments (`prompt_ids` or `row`). A group the engine refused comes back with `refused` set (the row's
+        problem); any other error fails the call, and the scheduler decides by it (engine dead: restart)."""
 
         async def one(j: int, item: dict):
             kw = dict(item)
-            if "env" in kw:
-                return j, await self.run_env(kw.pop("row"), **kw)
-            return j, await self.generate(kw.pop("prompt_ids"), **kw)
+            t0 = time.time()
+            try:
+                if "env" in kw:
+                    return j, await self.run_env(kw.pop("row"), **kw)
+                return j, await self.generate(kw.pop("prompt_ids"), **kw)
+            except PromptRefused as e:
+                return j, GroupResult([], list(item.get("prompt_ids") or []), self.engine_index, t0, time.time(), refused=str(e))
 
         tasks = [asyncio.ensure_future(one(j, item)) for j, item in enumerate(items)]
         try:
@@ -320,6 +337,8 @@ class RolloutActor:
             load_environment_plugins(plugins)
             self._env_plugins = tuple(plugins)
         lim = Limits(**{"max_tokens_per_turn": max_tokens, "max_total_tokens": llm.model_config.max_model_len, **limits})
+        # A turn's prompt must leave the engine room for a token: past its context the engine would refuse it.
+        lim.max_total_tokens = min(lim.max_total_tokens, llm.model_config.max_model_len)
 
         async def turn(ids: list[int], budget: int):
             params = _sampling_params(n=1, temperature=temperature, top_p=top_p, max_tokens=budget, greedy=greedy, stream=True)
@@ -447,6 +466,8 @@ class RolloutActor:
         # is removed once the engine has drained, so no request may still be queued with it).
         loading = self._adapter_loading = asyncio.Event() if adapter is not None else None
         await llm.pause_generation(mode="keep" if inflight else "wait", clear_cache=False)
+        # Neither mode drains queued or preempted requests (vLLM pauses only the running ones): their later
+        # tokens come after the swap, under the new weights, and are tagged by when they arrive (see _sample).
         paused_with = self.running
         try:
             if adapter is not None:
@@ -456,6 +477,7 @@ class RolloutActor:
             # Cached KV was computed by the old weights: drop it, also that of paused requests (they are
             # preempted and recompute their prefix on resume), so every later token is the new policy's.
             await llm.reset_prefix_cache(reset_running_requests=inflight)
+            await self._take_pending_outputs(llm)  # deltas produced before the pause are tagged with the old version
             self.policy_version = version
         finally:
             self.loading_version = None
@@ -464,6 +486,15 @@ class RolloutActor:
                 self._adapter_loading = None
                 loading.set()
         return {"seconds": time.perf_counter() - t0, "requests_in_flight": paused_with}
+
+    async def _take_pending_outputs(self, llm, limit_s: float = 5.0) -> None:
+        """Let every request's consumer take the deltas the engine produced before it paused (they wait in
+        vLLM's per-request collectors until their task runs): only then may the version change."""
+        states = getattr(getattr(llm, "output_processor", None), "request_states", {})
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline and any(getattr(getattr(st, "queue", None), "output", None) is not None
+                                                  for st in list(states.values())):
+            await asyncio.sleep(0.001)
 
     async def _load_adapter(self, llm, specs: list, bucket_bytes: int, version: int, adapter: dict) -> None:
         import tempfile
@@ -476,6 +507,7 @@ class RolloutActor:
         path = os.path.join(self._lora_dir, f"v{version}-{lora_id}")
         await llm.collective_rpc("receive_adapter", args=(specs, bucket_bytes, path, adapter))
         old, self.lora_request = self.lora_request, LoRARequest(f"policy-v{version}-{lora_id}", lora_id, path)
+        self._lora_versions[lora_id] = version
         await llm.add_lora(self.lora_request)
         if old is not None:
             self._retired[old.lora_int_id] = old
@@ -490,6 +522,7 @@ class RolloutActor:
         for lora_id, req in list(self._retired.items()):
             if self._lora_users.get(lora_id, 0) == 0 and self._retired.pop(lora_id, None) is not None:
                 self._lora_users.pop(lora_id, None)
+                self._lora_versions.pop(lora_id, None)
                 await llm.remove_lora(lora_id)
                 shutil.rmtree(req.lora_path, ignore_errors=True)
 

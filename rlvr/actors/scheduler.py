@@ -11,6 +11,9 @@ No wait on an engine lacks a deadline. While groups are outstanding, every engin
 health-checked each `health_interval_s`; one that raises (its EngineCore died), whose Ray actor
 died, or that does not answer within `engine_timeout_s` is handed to `on_engine_dead` (the
 controller restarts it and pushes the current weights) and its unfinished groups run again.
+A failed call is decided by its error: EngineDead or a dead actor is an engine failure; anything
+else is checked with a health check first, and an engine that answers is kept (the call's groups
+run again). A prompt the engine refuses never fails a call: its group comes back with `refused`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,19 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+
+from rlvr.errors import EngineCallEnded, EngineDead
+
+
+def engine_failure(error: BaseException) -> bool:
+    """Whether a failed call means its engine is gone: its Ray actor died or is unreachable, or the call
+    raised EngineDead (vLLM's EngineCore died under a live actor). Anything else is decided by a health check."""
+    import ray
+
+    if isinstance(error, (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)):
+        return True
+    cause = error.as_instanceof_cause() if isinstance(error, ray.exceptions.RayTaskError) else error
+    return isinstance(cause, EngineDead)
 
 
 @dataclass
@@ -68,6 +84,7 @@ class RolloutScheduler:
         self.running: dict[int, _Call] = {}  # id(generator) -> its call, while it has groups out
         self.last_health = time.time()
         self.reruns = 0  # groups generated again after their engine died (cumulative)
+        self.refused = 0  # groups whose prompt an engine refused (cumulative; skipped, the engine kept)
 
     def _seqs(self, req: _Request) -> int:
         return 1 if req.batch.kwargs.get("greedy") else req.batch.kwargs["n"]
@@ -108,15 +125,15 @@ class RolloutScheduler:
 
     def _next(self, call: _Call):
         """The next finished group of a ready call as (request, result); None when the call has ended.
-        Raises Ray's actor/task errors when its engine failed."""
+        Raises Ray's actor/task errors when its engine failed, EngineCallEnded when the call ended early."""
         import ray
 
         try:
             j, res = ray.get(next(call.gen))
         except StopIteration:
+            if call.open:  # ended without some of its groups: its engine is checked (the call stays in `running`)
+                raise EngineCallEnded(f"engine {call.engine}'s call ended before {len(call.open)} of its groups") from None
             del self.running[id(call.gen)]
-            if call.open:  # ended without some of its groups: treat as an engine failure
-                raise ray.exceptions.RayTaskError("generate_groups", "", RuntimeError("the call ended before all its groups")) from None
             return None
         call.open.discard(j)
         req = call.reqs[j]
@@ -125,25 +142,14 @@ class RolloutScheduler:
             del self.running[id(call.gen)]
         return req, res
 
-    def stream(self, batch: Batch):
-        """Yield (group index, GroupResult) for `batch` as its groups finish; faults are recovered on the way."""
-        for _, k, res in self.stream_many([batch]):
-            yield k, res
-
-    def stream_many(self, batches: list[Batch]):
-        """Yield (batch, group index, GroupResult) for any of `batches` as groups finish. The caller may stop
-        early: whatever finishes meanwhile is kept in its batch and yielded by a later call."""
+    def _events(self, calls_of, done):
+        """Wait on the calls `calls_of()` picks, yielding (call, (request, result)) or (call, error) as each
+        group finishes or a call fails, and dispatching queued groups as engines free up, until `done()`.
+        An idle wait health-checks the engines with work. A failed call stays in `running` for the caller."""
         import ray
 
-        wanted = {id(b): b for b in batches}
-        for b in batches:  # finished while another batch was streamed
-            for k in sorted(set(b.results) - b.delivered):
-                b.delivered.add(k)
-                yield b, k, b.results[k]
-        while not all(b.done for b in batches):
-            calls = [c for c in self.running.values() if any(id(c.reqs[j].batch) in wanted for j in c.open)]
-            if not calls:  # all their groups are queued behind other batches' ones
-                calls = list(self.running.values())
+        while not done():
+            calls = calls_of()
             ready, _ = ray.wait([c.gen for c in calls], num_returns=1, timeout=self.health_interval_s) if calls else ([], [])
             for gen in ready:
                 call = self.running.get(id(gen))
@@ -151,21 +157,62 @@ class RolloutScheduler:
                     continue
                 try:
                     got = self._next(call)
-                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.RayTaskError) as e:
-                    self._engine_failed(call.engine, e)  # its unfinished groups run again
+                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.RayTaskError,
+                        EngineCallEnded) as e:
+                    yield call, e
                     continue
-                if got is None:
-                    continue
+                if got is not None:
+                    yield call, got
+            self.dispatch()
+            if not ready or time.time() - self.last_health > self.health_interval_s:
+                self.check_health()
+
+    def stream(self, batch: Batch):
+        """Yield (group index, GroupResult) for `batch` as its groups finish; faults are recovered on the way."""
+        for _, k, res in self.stream_many([batch]):
+            yield k, res
+
+    def stream_many(self, batches: list[Batch]):
+        """Yield (batch, group index, GroupResult) for any of `batches` as groups finish. The caller may stop
+        early: whatever finishes meanwhile is kept in its batch and yielded by a later call. A group the
+        engine refused (its prompt: `GroupResult.refused`) is yielded like any other; the caller skips it."""
+        wanted = {id(b): b for b in batches}
+        for b in batches:  # finished while another batch was streamed
+            for k in sorted(set(b.results) - b.delivered):
+                b.delivered.add(k)
+                yield b, k, b.results[k]
+
+        def calls_of():
+            calls = [c for c in self.running.values() if any(id(c.reqs[j].batch) in wanted for j in c.open)]
+            return calls or list(self.running.values())  # theirs may all be queued behind other batches' groups
+
+        for call, got in self._events(calls_of, lambda: all(b.done for b in batches)):
+            if isinstance(got, Exception):
+                self._call_failed(call, got)  # its unfinished groups run again
+            else:
                 req, res = got
                 self.served[req.engine] += 1
+                if getattr(res, "refused", ""):
+                    self.refused += 1
                 req.batch.results[req.index] = res
                 if id(req.batch) in wanted:
                     req.batch.delivered.add(req.index)
                     self.dispatch()
                     yield req.batch, req.index, res
-            self.dispatch()
-            if not ready or time.time() - self.last_health > self.health_interval_s:
-                self.check_health()
+
+    def _call_failed(self, call: _Call, error: Exception) -> None:
+        """Decide by the error: an engine that is dead or unresponsive (its actor died, its EngineCore did, or
+        it fails a health check) is recovered; an engine that answers its health check keeps running, and the
+        call's unfinished groups run again (bounded, like every rerun)."""
+        if engine_failure(error):
+            self._engine_failed(call.engine, error)
+            return
+        if self.check_health([call.engine]):  # failed it: recovered there, the call's groups with the rest
+            return
+        lost = [call.reqs[j] for j in sorted(call.open)]
+        self.running.pop(id(call.gen), None)
+        self.load[call.engine] -= sum(self._seqs(q) for q in lost)
+        self._requeue(lost, error)
 
     def check_health(self, engines: list[int] | None = None) -> list[int]:
         """Health-check engines (default: those with work); recover every one that fails. Returns their indices."""
@@ -200,6 +247,9 @@ class RolloutScheduler:
         lost = self._take_calls(i)
         self.load[i] = 0
         self.on_engine_dead(i, error)
+        self._requeue(lost, error)
+
+    def _requeue(self, lost: list[_Request], error: Exception) -> None:
         for q in lost:
             q.batch.reruns += 1
             self.reruns += 1
@@ -231,27 +281,49 @@ class RolloutScheduler:
         self.served.pop()
 
     def drain(self) -> None:
-        """Wait out every outstanding group (results kept in their batches)."""
+        """Wait out every outstanding group (results kept in their batches; a failed engine is recovered by
+        the health check, and its groups, being thrown away, are not run again)."""
+        for call, got in self._events(lambda: list(self.running.values()), lambda: not (self.running or self.queue)):
+            if isinstance(got, Exception):
+                self.running.pop(id(call.gen), None)
+                self.load[call.engine] -= sum(self._seqs(call.reqs[j]) for j in call.open)
+                for j in call.open:
+                    call.reqs[j].batch.delivered.add(call.reqs[j].index)
+            else:
+                req, res = got
+                req.batch.results[req.index] = res
+
+
+def actor_state(handle) -> str:
+    """Ray's view of an actor: ALIVE, RESTARTING, DEAD, ... ("" when it cannot say)."""
+    try:
         import ray
 
-        while self.running or self.queue:
-            calls = list(self.running.values())
-            ready, _ = ray.wait([c.gen for c in calls], num_returns=1, timeout=self.health_interval_s) if calls else ([], [])
-            for gen in ready:
-                call = self.running.get(id(gen))
-                if call is None:
-                    continue
-                try:
-                    got = self._next(call)
-                except Exception:  # the batch is being thrown away; its engine is checked below
-                    self.running.pop(id(gen), None)
-                    self.load[call.engine] -= sum(self._seqs(call.reqs[j]) for j in call.open)
-                    for j in call.open:
-                        call.reqs[j].batch.delivered.add(call.reqs[j].index)
-                    continue
-                if got is not None:
-                    req, res = got
-                    req.batch.results[req.index] = res
-            self.dispatch()
-            if not ready:
-                self.check_health()
+        return str(ray._private.state.actors(handle._actor_id.hex()).get("State", ""))
+    except Exception:
+        return ""
+
+
+def restart_engine(handle, old_instance: str, error: Exception | None = None, *, deadline_s: float = 600.0,
+                   kill=None) -> str:
+    """Restart an engine actor and return its new process id (`ready()`'s answer) once it differs from
+    `old_instance`: a kill is asynchronous, so the old process may still answer for a while. An actor
+    that is already dead or restarting (its actor error says so, or Ray's state does) is not killed
+    again: a second kill could land on the new process after it answered."""
+    import ray
+
+    kill = kill or (lambda h: ray.kill(h, no_restart=False))
+    if not isinstance(error, (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)) \
+            and actor_state(handle) in ("ALIVE", ""):
+        kill(handle)  # a live actor with a dead EngineCore, or one that stopped answering
+    deadline = time.time() + deadline_s
+    while time.time() < deadline:  # Ray restarts the actor (max_restarts); ready() loads the model again
+        try:
+            instance = ray.get(handle.ready.remote(), timeout=60)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
+            time.sleep(1)
+            continue
+        if instance != old_instance:
+            return instance
+        time.sleep(0.1)  # the old process answered: the kill has not landed yet
+    raise RuntimeError(f"engine actor did not come back within {deadline_s:g}s of a restart")

@@ -10,6 +10,9 @@ Limits end a trajectory with a reason: `max_turns`, `max_total_tokens`, `timeout
 steps, together), `length` (a turn hit its token budget and the context has no room for more).
 An environment that raises ends it with `env_error` (the controller gives it reward 0); tool
 failures are the environment's business (ToolEnvironment turns them into error observations).
+A failed engine call is never the trajectory's: it propagates (EngineDead: the scheduler reruns the
+whole group on another engine and restarts this one; PromptRefused: the row is skipped), so turns
+sampled before the failure are never trained.
 """
 
 from __future__ import annotations
@@ -24,6 +27,14 @@ from rlvr.environments.template import render_delta
 
 # generate(prompt ids, max new tokens) -> (sampled ids, their log-probs, finish reason, [(version, tokens)])
 Generate = Callable[[list[int], int], Awaitable[tuple[list[int], list[float], str, list[tuple[int, int]]]]]
+
+
+class _EngineCallFailed(Exception):
+    """Carries an engine call's error past the environment's `except Exception` (which costs a trajectory)."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass
@@ -76,7 +87,10 @@ async def run_trajectory(env: Environment, row: dict, tokenizer, generate: Gener
             if room <= 0:
                 traj.reason = "max_total_tokens"
                 break
-            ids, lps, finish, spans = await generate(traj.prompt_ids + traj.token_ids, min(limits.max_tokens_per_turn, room))
+            try:
+                ids, lps, finish, spans = await generate(traj.prompt_ids + traj.token_ids, min(limits.max_tokens_per_turn, room))
+            except Exception as e:
+                raise _EngineCallFailed(e) from e
             traj.turns += 1
             traj.token_ids += ids
             traj.logprobs += list(lps) + [0.0] * (len(ids) - len(lps))
@@ -120,6 +134,8 @@ async def run_trajectory(env: Environment, row: dict, tokenizer, generate: Gener
             traj.token_ids += delta
             traj.logprobs += [0.0] * len(delta)
             traj.loss_mask += [0] * len(delta)
+    except _EngineCallFailed as e:
+        raise e.error from None  # the engine's failure, not the environment's: the caller decides by it
     except Exception as e:
         traj.reason, traj.error = "env_error", f"{type(e).__name__}: {e}"[:500]
     finally:

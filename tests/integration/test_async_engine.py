@@ -33,7 +33,9 @@ def _greedy(model, ids: list[int], steps: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def inflight(toy_dir, tmp_path_factory):
-    trainer = _trainer(toy_dir, tmp_path_factory.mktemp("runs"), "inflight", "train.steps=4", "train.inflight_updates=true")
+    # 64 sequences at once in the engine: of 128 requests, half wait in vLLM's queue (finding 9 below).
+    trainer = _trainer(toy_dir, tmp_path_factory.mktemp("runs"), "inflight", "train.steps=4", "train.inflight_updates=true",
+                       "rollout.max_num_seqs=64")
     out = {}
 
     def _swap_eos(learner) -> None:  # nested, so Ray pickles it by value into the learner actor
@@ -65,6 +67,22 @@ def inflight(toy_dir, tmp_path_factory):
         out["new_state"] = ray.get(trainer.learners[0].full_state.remote())
         ray.get(trainer.learners[0].__ray_call__.remote(_swap_eos))
         trainer.sync_weights()  # the trained toy again, for the streaming and partial-rollout runs
+
+        # A sync without in-flight updates while batches run ahead (async_steps 1): vLLM's pause drains only
+        # the running requests; the queued ones run after it, under the new weights, and must say so.
+        trainer.recipe.train.inflight_updates, trainer.recipe.train.async_steps = False, 1
+        ray.get(trainer.learners[0].__ray_call__.remote(_swap_eos))
+        out["queued_versions"] = (trainer.version, trainer.version + 1)
+        start = tokens_out()
+        batch = trainer.scheduler.submit(ids, **{**trainer._gen_kwargs(greedy=True), "max_tokens": 40, "ignore_eos": True})
+        while tokens_out() - start < len(ids) and time.time() < deadline + 300:
+            time.sleep(0.01)
+        trainer.sync_weights()
+        list(trainer.scheduler.stream(batch))
+        out["queued"] = [batch.results[k] for k in range(len(ids))]
+        ray.get(trainer.learners[0].__ray_call__.remote(_swap_eos))
+        trainer.sync_weights()
+        trainer.recipe.train.inflight_updates, trainer.recipe.train.async_steps = True, 0
 
         # Streaming: one slow group (40 tokens, EOS ignored) among fast ones (4 tokens).
         prompts = [render_prompt(trainer.prep.tokenizer, r) for r in rows[:16]]
@@ -110,6 +128,26 @@ def test_inflight_update_records_both_versions_and_continues_under_new_weights(i
     # Tokens after the update are the new policy's (float ties aside), not the old policy's.
     assert match_new >= 0.9 * len(switched), (match_new, match_old, len(switched))
     assert match_old <= 0.5 * len(switched), (match_new, match_old, len(switched))
+
+
+def test_requests_queued_across_a_sync_carry_the_version_that_sampled_them(inflight):
+    """Finding 9: with mode wait (no in-flight updates), requests waiting in vLLM's queue at the sync were
+    tagged with the old version though the new weights sampled them. Now each token carries its version."""
+    from transformers import AutoModelForCausalLM
+
+    old_v, new_v = inflight["queued_versions"]
+    spans = [(res.prompt_token_ids, res.completions[0]) for res in inflight["queued"]]
+    by_version = {v: [(p, c) for p, c in spans if c.version_spans == [(v, 40)]] for v in (old_v, new_v)}
+    assert len(by_version[old_v]) + len(by_version[new_v]) == len(spans), [c.version_spans for _, c in spans]
+    assert len(by_version[old_v]) >= 16 and len(by_version[new_v]) >= 16, {v: len(x) for v, x in by_version.items()}
+    old = AutoModelForCausalLM.from_pretrained(inflight["model_dir"]).eval()
+    new = AutoModelForCausalLM.from_pretrained(inflight["model_dir"]).eval()
+    new.load_state_dict(inflight["new_state"], strict=False)  # the EOS-swapped weights, as version new_v holds
+    new.tie_weights()
+    for version, model in ((new_v, new), (old_v, old)):
+        sample = by_version[version][:12]
+        match = sum(_greedy(model, p, 40) == c.token_ids for p, c in sample)
+        assert match >= 0.9 * len(sample), (version, match, len(sample))
 
 
 def test_finished_group_is_scored_before_the_slow_group_finishes(inflight):

@@ -13,7 +13,9 @@
   masked, drift below 1e-4; a branching agent's two trajectories are both trained, sharing the run's
   advantage; an agent that raises costs its reward, not the run; a wrong key is refused by the
   actor's endpoint, which listens on the node's address; 256 concurrent trajectories against one
-  engine all complete, and no key is left open.
+  engine all complete, and no key is left open;
+- vLLM's EngineCore killed between the turns of a multi-turn step: the groups run again on the restarted
+  engine, and no trajectory of the death (env_error, or its first turns) is trained.
 
 One cluster serves every scenario (a cluster start is the costliest part of a test).
 """
@@ -75,9 +77,44 @@ def run(toy_dir, tmp_path_factory):
         out["single"] = trainer._generate_and_score([{**r, "env": "single_turn"} for r in rows], prompts, greedy=True)
         out["tokenizer"] = trainer.prep.tokenizer
         _agents(trainer, out)
+        _engine_dies_between_turns(trainer, out)
     finally:
         trainer.shutdown()
     return out
+
+
+def _engine_dies_between_turns(trainer, out):
+    """vLLM's EngineCore SIGKILLed while every trajectory of a multi-turn step waits in its environment's
+    step (a 1 s pause after its first turn): the whole step's groups must run again on the restarted engine."""
+    import os
+    import signal
+    import threading
+
+    import ray
+
+    trainer.stream.rows = [{**r, "env": "slow_countdown"} for r in trainer.prep.train_rows[:8]]
+    engine = trainer.rollouts[0]
+    tokens = lambda: ray.get(engine.__ray_call__.remote(lambda actor: actor.tokens_out))
+    out["died_restarts0"], start, killed = trainer.faults["rollout_restarts"], tokens(), []
+
+    def kill_between_turns():
+        last, still, deadline = start, time.time(), time.time() + 300
+        while time.time() < deadline:
+            time.sleep(0.05)
+            now = tokens()
+            if now != last:
+                last, still = now, time.time()
+            elif now > start and time.time() - still > 0.3:  # first turns out, every trajectory in its step
+                break
+        for pid in ray.get(engine.engine_core_pids.remote()):
+            os.kill(pid, signal.SIGKILL)
+        killed.append(last - start)
+
+    thread = threading.Thread(target=kill_between_turns)
+    thread.start()
+    out["died"] = trainer.train_step()
+    thread.join()
+    out["died_trained"], out["died_killed_after"] = trainer.last_trained, killed
 
 
 def _agents(trainer, out):
@@ -223,3 +260,16 @@ def test_256_concurrent_trajectories_complete_with_no_key_left_open(run):
     assert load["trajectories"] == 256 and load["calls"] == 512 and load["errors"] == 0
     assert load["open_sessions"] == 0 and run["load_wall"] < 300
     assert sorted(c.prompt_index for c in load["comps"]) == sorted(k for k in range(32) for _ in range(8))
+
+
+def test_engine_death_between_turns_reruns_the_group_and_trains_no_partial_trajectory(run):
+    """Before: the engine call's EngineDead became env_error; the first turns trained with reward 0."""
+    m = run["died"]
+    assert run["died_killed_after"] and run["died_killed_after"][0] > 0  # killed after the first turns were sampled
+    assert m["fault/rollout_restarts"] == run["died_restarts0"] + 1 and m["rollout/groups_rerun"] > 0
+    assert m["env/errors"] == 0 and m["engines/restarts"] == m["fault/rollout_restarts"]
+    groups, _ = run["died_trained"]
+    assert len(groups) == 8
+    for g in groups:
+        assert all(c.trajectory["reason"] != "env_error" and c.trajectory["turns"] >= 2 for c in g.comps), \
+            [(c.trajectory["reason"], c.trajectory["error"]) for c in g.comps]

@@ -3,12 +3,16 @@
 - (Two engines sharing a batch and both receiving every broadcast: tests/integration/test_elastic.py, which
   runs two engines anyway; the least-loaded routing itself: tests/unit/test_scheduler.py.)
 - An engine killed during generation, during training, during the weight sync, or its EngineCore
-  process killed under a live actor: restarted, re-synced, its groups run again; the run goes on.
+  process killed under a live actor: restarted, re-synced, its groups run again; the run goes on, and
+  each restart is said at once (an event row in metrics.jsonl, `engines/restarts`). The same run holds
+  train and eval prompts longer than the context (put past `prepare`'s filter): the engine refuses them,
+  they are skipped and counted, and no engine is restarted for them.
 - With `train.async_steps: 1`, generation runs one policy version ahead: samples carry the version
   that produced them, staleness is 1 from the second step on, and nothing older is trained on.
   The same run checks DAPO's dynamic sampling and soft overlong penalty in the controller.
 """
 
+import json
 import os
 import signal
 import threading
@@ -45,9 +49,18 @@ def test_engine_dies_at_any_moment_and_the_run_goes_on(toy_dir, tmp_path):
     trainer = _trainer(toy_dir, tmp_path, "fault", "train.steps=6", "learner.lr=5e-3", "rollout.health_interval_s=1",
                        "rollout.engine_timeout_s=20")
     try:
+        # Prompts over the toy's 64-token context, past prepare's filter (as if it could not know): every
+        # fourth train row and one eval row. vLLM refuses them; they must cost their row, not an engine.
+        long = "What is 1 + 2? " * 8
+        for k in range(0, len(trainer.stream.rows), 4):
+            trainer.stream.rows[k] = {**trainer.stream.rows[k], "messages": [{"role": "user", "content": long}]}
+        trainer.prep.eval_rows[0] = {**trainer.prep.eval_rows[0], "messages": [{"role": "user", "content": long}]}
         trainer.start()
         m1 = trainer.train_step()
-        assert m1["fault/rollout_restarts"] == 0
+        assert m1["fault/rollout_restarts"] == 0 and m1["engines/restarts"] == 0
+        trainer.evaluate()
+        evals = [json.loads(line) for line in open(trainer.run_dir / "eval.jsonl")]
+        assert evals[-1]["refused_prompts"] == 1 and trainer.faults["rollout_restarts"] == 0
         engine = trainer.rollouts[0]
         pids = [_pid(engine)]
 
@@ -106,10 +119,18 @@ def test_engine_dies_at_any_moment_and_the_run_goes_on(toy_dir, tmp_path):
         # After all of it the engine serves the learner's current weights, not an old or initial checkpoint.
         m6 = trainer.train_step()
         assert m6["drift/abs_logprob_diff"] < 1e-3, m6["drift/abs_logprob_diff"]
-        assert m6["fault/rollout_restarts"] == 4 and m6["fault/recovery_seconds"] > 0
+        assert m6["fault/rollout_restarts"] == 4 and m6["fault/recovery_seconds"] > 0 and m6["engines/restarts"] == 4
+        assert sum(m["rollout/refused_prompts"] for m in (m1, m2, m3, m4, m5, m6)) > 0  # refused, never restarted
     finally:
         trainer.shutdown()
     assert len(set(pids)) == len(pids)  # a new actor process after every kill
+    # Each restart was said at once: one event row per kill, in order, between the step rows.
+    rows = [json.loads(line) for line in open(trainer.run_dir / "metrics.jsonl")]
+    events = [r for r in rows if r.get("event") == "engine_restart"]
+    assert [e["engines/restarts"] for e in events] == [1, 2, 3, 4], events
+    assert [e["step"] for e in events] == [1, 2, 3, 4]  # each follows the step before the kill
+    assert all(e["event/engine"] == 0 and e["event/recovery_seconds"] > 0 and e["event/error"] for e in events)
+    assert events[2]["event/when"] == "during a weight sync"  # the kill inside the broadcast
 
 
 def test_async_pipeline_with_dynamic_sampling_and_overlong_penalty(toy_dir, tmp_path):
