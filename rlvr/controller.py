@@ -536,12 +536,13 @@ class Trainer:
         rewards = [trajectory_reward(mode, s.score, c.trajectory) if c.trajectory else s.score
                    for s, c in zip(g.scores, g.comps)]
         if a.overlong_buffer:
-            import torch
+            from rlvr.learners.advantages import response_overlong_penalty
 
-            from rlvr.learners.advantages import overlong_penalty
-
-            pen = overlong_penalty(torch.tensor([len(c.token_ids) for c in g.comps]), ro.max_tokens,
-                                   a.overlong_buffer, a.overlong_penalty_factor)
+            # Generated tokens only, each turn against the per-turn budget it had (docs/algorithms.md).
+            e = self.recipe.environments
+            budget = (e.max_tokens_per_turn or ro.max_tokens) if g.row.get("env") else ro.max_tokens
+            pen = response_overlong_penalty([c.token_ids for c in g.comps], [c.loss_mask for c in g.comps], budget,
+                                            a.overlong_buffer, a.overlong_penalty_factor)
             rewards = [r + float(p) for r, p in zip(rewards, pen)]
         return rewards
 
