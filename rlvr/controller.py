@@ -574,18 +574,20 @@ class Trainer:
         extra_rounds = 0
 
         def flags(gs):
-            """(informative, stale) per group: informative unless dynamic sampling finds its rewards all equal."""
+            """(informative, stale, unusable) per group: informative unless dynamic sampling finds its rewards
+            all equal; unusable when stale or when an environment failed at reset in it (reset_failures)."""
             stale = [self.version - g.version > r.train.async_steps for g in gs]
+            unusable = [old or reset_failures(g) > 0 for old, g in zip(stale, gs)]
             if not a.dynamic_sampling:
-                return [True] * len(gs), stale
+                return [True] * len(gs), stale, unusable
             kept = set(dynamic_sampling_filter(torch.tensor([g.rewards for g in gs]), r.rollout.n).tolist())
-            return [i in kept for i in range(len(gs))], stale
+            return [i in kept for i in range(len(gs))], stale, unusable
 
-        # DAPO dynamic sampling (and stale drops): refill from the stream, a bounded number of rounds.
-        informative, stale_flags = flags(groups)
-        usable = sum(inf and not old for inf, old in zip(informative, stale_flags))
+        # DAPO dynamic sampling (and stale / failed-reset drops): refill from the stream, a bounded number of rounds.
+        informative, stale_flags, unusable = flags(groups)
+        usable = sum(inf and not bad for inf, bad in zip(informative, unusable))
         while (usable < target and extra_rounds < (a.dynamic_sampling_max_retries if a.dynamic_sampling else 1)
-               and (a.dynamic_sampling or any(stale_flags))):
+               and (a.dynamic_sampling or any(unusable))):
             extra_rounds += 1
             more_rows = self.stream.take(min(target, 2 * (target - usable)))
             more_prompts = [render_prompt(self.prep.tokenizer, x) for x in more_rows]
@@ -593,15 +595,21 @@ class Trainer:
             more, tg, tv = self._fresh_groups(more_rows, more_prompts, more_batch)
             groups += more
             t_gen, t_ver = t_gen + tg, t_ver + tv
-            informative, stale_flags = flags(groups)
-            usable = sum(inf and not old for inf, old in zip(informative, stale_flags))
-        chosen = [groups[i] for i in pick_groups(informative, stale_flags, target)]
-        chosen = [g for g in chosen if g.prompt_ids]  # an environment that broke at reset: nothing to train on
+            informative, stale_flags, unusable = flags(groups)
+            usable = sum(inf and not bad for inf, bad in zip(informative, unusable))
+        chosen = [groups[i] for i in pick_groups(informative, unusable, target)]
+        failed_resets = [(g, c) for g in groups for c in g.comps if c.trajectory and c.trajectory.get("reset_failed")]
+        if failed_resets and not getattr(self, "_reset_warned", False):  # once: env/reset_errors counts every step
+            self._reset_warned = True
+            g, c = failed_resets[0]
+            self.progress.print(f"[yellow]environment {g.row.get('env')!r} failed at reset ({c.trajectory.get('error', '')[:200]}); "
+                                "its group is not trained (counted in env/reset_errors)[/yellow]")
         if not chosen:
-            raise RuntimeError(f"no fresh samples to train on at step {self.step + 1} (all older than train.async_steps)")
+            raise RuntimeError(f"no samples to train on at step {self.step + 1} (all older than train.async_steps, "
+                               "or their environments failed at reset: see env/reset_errors)")
         rewards = [x for g in chosen for x in g.rewards]
         comps = [c for g in chosen for c in g.comps]
-        prompt_ids = [c.prompt_ids or g.prompt_ids for g in chosen for c in g.comps]
+        prompt_ids = learner_prompt_ids(chosen)
         # An agent run that branched: its other trajectories follow the group-shaped rows, sharing its reward.
         branches = [(i, b) for i, c in enumerate(comps) for b in c.branches]
         rows = comps + [b for _, b in branches]
@@ -778,6 +786,19 @@ class Trainer:
         self.trained_stream_state = state["stream"]
         self.resumed_from = state
         self.sync_weights(bump=False)
+
+
+def reset_failures(g: "Group") -> int:
+    """Trajectories of the group whose environment failed at reset (no prompt, nothing sampled). Such a
+    group is not trained: a member without a prompt has no place in the learner's group-shaped batch, and
+    would sit in its siblings' baseline as a phantom reward 0 (docs/environments.md)."""
+    return sum(bool(c.trajectory and c.trajectory.get("reset_failed")) for c in g.comps)
+
+
+def learner_prompt_ids(groups: list["Group"]) -> list[list[int]]:
+    """Each completion's own prompt ids (an environment's reset may differ per trajectory; an agent's run
+    starts from its own first call), the group's where a completion carries none."""
+    return [c.prompt_ids or g.prompt_ids for g in groups for c in g.comps]
 
 
 @dataclass
