@@ -134,7 +134,7 @@ class Trainer:
         self.micro_batches = max(1, math.ceil(samples / r.learner.ranks / r.algorithm.num_minibatches / r.learner.micro_batch_size))
         Learner = ray.remote(LearnerActor)
         self.learners = [Learner.options(**self.placement.learner_options(i)).remote(
-            r.model.path, rank=i, world_size=r.learner.ranks, learner=r.learner.model_dump(), algorithm=r.algorithm.model_dump(),
+            r.model.path, rank=i, world_size=r.learner.ranks, learner=r.learner.model_dump(), algorithm=learner_algorithm(r),
             total_steps=r.train.steps, micro_batches=self.micro_batches, seed=r.seed, dtype=r.model.dtype)
             for i in range(r.learner.ranks)]
         self.rollouts = [self._new_engine(i, self.placement.rollout_options(i)) for i in range(r.rollout.engines)]
@@ -162,6 +162,9 @@ class Trainer:
         self.timings["startup"] = time.time() - t0
         self.progress.print(f"cluster up in {self.timings['startup']:.0f}s: {r.rollout.engines} vLLM engine(s), "
                             f"{r.learner.ranks} learner rank(s) (ZeRO-{r.learner.zero_stage}); run dir {self.run_dir}")
+        from rlvr.learners.algo_config import off_policy_note
+
+        self.progress.print(off_policy_note(r.algorithm.tis_cap, r.train.async_steps))
 
     def shutdown(self) -> None:
         import ray
@@ -786,6 +789,14 @@ class Trainer:
         self.trained_stream_state = state["stream"]
         self.resumed_from = state
         self.sync_weights(bump=False)
+
+
+def learner_algorithm(recipe: Recipe) -> dict:
+    """The `algorithm:` section as the learners get it: tis_cap resolved (learners/algo_config.effective_tis_cap)."""
+    from rlvr.learners.algo_config import effective_tis_cap
+
+    a = recipe.algorithm
+    return {**a.model_dump(), "tis_cap": effective_tis_cap(a.tis_cap, recipe.train.async_steps)}
 
 
 def reset_failures(g: "Group") -> int:
