@@ -145,7 +145,7 @@ class Trainer:
         self.micro_batches = max(1, math.ceil(samples / r.learner.ranks / r.algorithm.num_minibatches / r.learner.micro_batch_size))
         Learner = ray.remote(LearnerActor)
         self.learners = [Learner.options(**self.placement.learner_options(i)).remote(
-            r.model.path, rank=i, world_size=r.learner.ranks, learner=r.learner.model_dump(), algorithm=r.algorithm.model_dump(),
+            r.model.path, rank=i, world_size=r.learner.ranks, learner=r.learner.model_dump(), algorithm=learner_algorithm(r),
             total_steps=r.train.steps, micro_batches=self.micro_batches, seed=r.seed, dtype=r.model.dtype)
             for i in range(r.learner.ranks)]
         self.rollouts = [self._new_engine(i, self.placement.rollout_options(i)) for i in range(r.rollout.engines)]
@@ -173,6 +173,9 @@ class Trainer:
         self.timings["startup"] = time.time() - t0
         self.progress.print(f"cluster up in {self.timings['startup']:.0f}s: {r.rollout.engines} vLLM engine(s), "
                             f"{r.learner.ranks} learner rank(s) (ZeRO-{r.learner.zero_stage}); run dir {self.run_dir}")
+        from rlvr.learners.algo_config import off_policy_note
+
+        self.progress.print(off_policy_note(r.algorithm.tis_cap, r.train.async_steps))
 
     def shutdown(self) -> None:
         import ray
@@ -575,12 +578,13 @@ class Trainer:
         rewards = [trajectory_reward(mode, s.score, c.trajectory) if c.trajectory else s.score
                    for s, c in zip(g.scores, g.comps)]
         if a.overlong_buffer:
-            import torch
+            from rlvr.learners.advantages import response_overlong_penalty
 
-            from rlvr.learners.advantages import overlong_penalty
-
-            pen = overlong_penalty(torch.tensor([len(c.token_ids) for c in g.comps]), ro.max_tokens,
-                                   a.overlong_buffer, a.overlong_penalty_factor)
+            # Generated tokens only, each turn against the per-turn budget it had (docs/algorithms.md).
+            e = self.recipe.environments
+            budget = (e.max_tokens_per_turn or ro.max_tokens) if g.row.get("env") else ro.max_tokens
+            pen = response_overlong_penalty([c.token_ids for c in g.comps], [c.loss_mask for c in g.comps], budget,
+                                            a.overlong_buffer, a.overlong_penalty_factor)
             rewards = [r + float(p) for r, p in zip(rewards, pen)]
         return rewards
 
@@ -612,18 +616,20 @@ class Trainer:
         extra_rounds = 0
 
         def flags(gs):
-            """(informative, stale) per group: informative unless dynamic sampling finds its rewards all equal."""
+            """(informative, stale, unusable) per group: informative unless dynamic sampling finds its rewards
+            all equal; unusable when stale or when an environment failed at reset in it (reset_failures)."""
             stale = [self.version - g.version > r.train.async_steps for g in gs]
+            unusable = [old or reset_failures(g) > 0 for old, g in zip(stale, gs)]
             if not a.dynamic_sampling:
-                return [True] * len(gs), stale
+                return [True] * len(gs), stale, unusable
             kept = set(dynamic_sampling_filter(torch.tensor([g.rewards for g in gs]), r.rollout.n).tolist())
-            return [i in kept for i in range(len(gs))], stale
+            return [i in kept for i in range(len(gs))], stale, unusable
 
-        # DAPO dynamic sampling (and stale drops): refill from the stream, a bounded number of rounds.
-        informative, stale_flags = flags(groups)
-        usable = sum(inf and not old for inf, old in zip(informative, stale_flags))
+        # DAPO dynamic sampling (and stale / failed-reset drops): refill from the stream, a bounded number of rounds.
+        informative, stale_flags, unusable = flags(groups)
+        usable = sum(inf and not bad for inf, bad in zip(informative, unusable))
         while (usable < target and extra_rounds < (a.dynamic_sampling_max_retries if a.dynamic_sampling else 1)
-               and (a.dynamic_sampling or any(stale_flags))):
+               and (a.dynamic_sampling or any(unusable))):
             extra_rounds += 1
             more_rows = self.stream.take(min(target, 2 * (target - usable)))
             more_prompts = [render_prompt(self.prep.tokenizer, x) for x in more_rows]
@@ -631,15 +637,21 @@ class Trainer:
             more, tg, tv = self._fresh_groups(more_rows, more_prompts, more_batch)
             groups += more
             t_gen, t_ver = t_gen + tg, t_ver + tv
-            informative, stale_flags = flags(groups)
-            usable = sum(inf and not old for inf, old in zip(informative, stale_flags))
-        chosen = [groups[i] for i in pick_groups(informative, stale_flags, target)]
-        chosen = [g for g in chosen if g.prompt_ids]  # an environment that broke at reset: nothing to train on
+            informative, stale_flags, unusable = flags(groups)
+            usable = sum(inf and not bad for inf, bad in zip(informative, unusable))
+        chosen = [groups[i] for i in pick_groups(informative, unusable, target)]
+        failed_resets = [(g, c) for g in groups for c in g.comps if c.trajectory and c.trajectory.get("reset_failed")]
+        if failed_resets and not getattr(self, "_reset_warned", False):  # once: env/reset_errors counts every step
+            self._reset_warned = True
+            g, c = failed_resets[0]
+            self.progress.print(f"[yellow]environment {g.row.get('env')!r} failed at reset ({c.trajectory.get('error', '')[:200]}); "
+                                "its group is not trained (counted in env/reset_errors)[/yellow]")
         if not chosen:
-            raise RuntimeError(f"no fresh samples to train on at step {self.step + 1} (all older than train.async_steps)")
+            raise RuntimeError(f"no samples to train on at step {self.step + 1} (all older than train.async_steps, "
+                               "or their environments failed at reset: see env/reset_errors)")
         rewards = [x for g in chosen for x in g.rewards]
         comps = [c for g in chosen for c in g.comps]
-        prompt_ids = [c.prompt_ids or g.prompt_ids for g in chosen for c in g.comps]
+        prompt_ids = learner_prompt_ids(chosen)
         # An agent run that branched: its other trajectories follow the group-shaped rows, sharing its reward.
         branches = [(i, b) for i, c in enumerate(comps) for b in c.branches]
         rows = comps + [b for _, b in branches]
@@ -818,6 +830,27 @@ class Trainer:
         self.trained_stream_state = state["stream"]
         self.resumed_from = state
         self.sync_weights(bump=False)
+
+
+def learner_algorithm(recipe: Recipe) -> dict:
+    """The `algorithm:` section as the learners get it: tis_cap resolved (learners/algo_config.effective_tis_cap)."""
+    from rlvr.learners.algo_config import effective_tis_cap
+
+    a = recipe.algorithm
+    return {**a.model_dump(), "tis_cap": effective_tis_cap(a.tis_cap, recipe.train.async_steps)}
+
+
+def reset_failures(g: "Group") -> int:
+    """Trajectories of the group whose environment failed at reset (no prompt, nothing sampled). Such a
+    group is not trained: a member without a prompt has no place in the learner's group-shaped batch, and
+    would sit in its siblings' baseline as a phantom reward 0 (docs/environments.md)."""
+    return sum(bool(c.trajectory and c.trajectory.get("reset_failed")) for c in g.comps)
+
+
+def learner_prompt_ids(groups: list["Group"]) -> list[list[int]]:
+    """Each completion's own prompt ids (an environment's reset may differ per trajectory; an agent's run
+    starts from its own first call), the group's where a completion carries none."""
+    return [c.prompt_ids or g.prompt_ids for g in groups for c in g.comps]
 
 
 @dataclass

@@ -354,11 +354,12 @@ class RolloutActor:
         comps = []
         for t in trajs:
             extra = {"messages": t.messages, "turns": t.turns, "reason": t.reason, "step_rewards": t.step_rewards,
-                     "info": t.info, "error": t.error}
+                     "info": t.info, "error": t.error, "reset_failed": t.reset_failed}
             comps.append(Completion(prompt_index, t.token_ids, t.logprobs, t.final_text, t.reason,
                                     t.version_spans[0][0] if t.version_spans else self.policy_version,
-                                    list(t.version_spans), t.loss_mask, extra))
-        prompt_ids = trajs[0].prompt_ids if trajs else []
+                                    list(t.version_spans), t.loss_mask, extra, prompt_ids=list(t.prompt_ids)))
+        # Each trajectory trains under its own reset's prompt; the group's is the first that reset.
+        prompt_ids = next((list(t.prompt_ids) for t in trajs if t.prompt_ids), [])
         return GroupResult(comps, prompt_ids, self.engine_index, t0, time.time())
 
     async def agent_endpoint(self):

@@ -17,6 +17,7 @@ what the namespace holds, with nothing left running between calls.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import threading
@@ -31,16 +32,26 @@ DEFAULT_MAX_OUTPUT_CHARS = 4000
 _REPLAY_FAILED = 3   # exit code of the driver when an earlier cell no longer runs
 # Sandboxes one process runs at once (python tool and code_feedback together): the sandbox
 # refuses more than 16 per process when run as root, and a rollout may have many trajectories
-# calling tools at the same time. Waiting for a slot counts against the tool's tool_timeout_s.
+# calling tools at the same time. A python call waits for a slot at most its own timeout_s (then
+# answers that the sandbox was busy: the cell did not run); its timeout_s then counts execution only.
 SANDBOX_CONCURRENCY = 8
 _slots = threading.BoundedSemaphore(SANDBOX_CONCURRENCY)
 
 
+class SandboxBusy(Exception):
+    """No sandbox slot came free within the wait allowed."""
+
+
 @contextlib.contextmanager
-def sandbox_slot() -> Iterator[None]:
-    """Hold one of the process's ``SANDBOX_CONCURRENCY`` sandbox slots (blocking)."""
-    with _slots:
+def sandbox_slot(wait_s: float | None = None) -> Iterator[None]:
+    """Hold one of the process's ``SANDBOX_CONCURRENCY`` sandbox slots (blocking; at most ``wait_s``
+    seconds when given, then ``SandboxBusy``)."""
+    if not _slots.acquire(timeout=-1 if wait_s is None else max(0.0, wait_s)):
+        raise SandboxBusy(f"no sandbox slot came free in {wait_s:g}s ({SANDBOX_CONCURRENCY} programs running)")
+    try:
         yield
+    finally:
+        _slots.release()
 
 # Runs inside the sandbox (system Python, stdlib only). Earlier cells run with their output
 # going to /dev/null; the new cell's traceback is printed without the driver's own frames.
@@ -89,10 +100,13 @@ def run_python(code: str, *, previous: list[str] = (), timeout_s: float = DEFAUL
         raise ValueError("code must be a string of Python source")
     cells = list(previous) + [code]
     # Kill the run well past what can be shown (x4: the head and the tail are both kept).
-    with sandbox_slot():
-        res = sandbox.run(["{python}", "-I", "/box/driver.py"],
-                          files={"driver.py": _DRIVER, "cells.json": json.dumps(cells)},
-                          timeout_s=timeout_s, memory_mb=memory_mb, max_output=max(64 << 10, 4 * max_output_chars))
+    try:
+        with sandbox_slot(wait_s=timeout_s):  # queueing is bounded apart: timeout_s counts the run itself
+            res = sandbox.run(["{python}", "-I", "/box/driver.py"],
+                              files={"driver.py": _DRIVER, "cells.json": json.dumps(cells)},
+                              timeout_s=timeout_s, memory_mb=memory_mb, max_output=max(64 << 10, 4 * max_output_chars))
+    except SandboxBusy as e:
+        return f"error: the program was not run, the sandbox is busy: {e}; try again", False
     text = (res.stdout + res.stderr).decode("utf-8", "replace")
     notes = []
     if res.timed_out:
@@ -133,8 +147,11 @@ python = make_python_tool()
 class PythonSession:
     """A ``python`` tool that remembers variables within one trajectory (one instance each).
 
-    ``session.python`` is the tool. A cell that raises, times out or prints too much is not
-    kept, so a later call does not replay the failure.
+    ``session.python`` is the tool (a coroutine function). A cell that raises, times out, prints
+    too much, or whose call was abandoned (the environment's ``tool_timeout_s`` ran out and the
+    model was told it failed) is not kept, so a later call never replays it: the cell is added only
+    by the call that reports its success, after the sandbox finished, and an abandoned call's
+    coroutine is cancelled before that point (its thread finishes in the background, unheard).
     """
 
     def __init__(self, *, timeout_s: float = DEFAULT_TIMEOUT_S, memory_mb: int = DEFAULT_MEMORY_MB,
@@ -143,7 +160,7 @@ class PythonSession:
         self.max_cells = max_cells
         self.cells: list[str] = []
 
-    def python(self, code: str) -> str:
+    async def python(self, code: str) -> str:
         """Run Python code; variables, functions and imports from earlier successful calls remain.
 
         Args:
@@ -151,8 +168,8 @@ class PythonSession:
         """
         if len(self.cells) >= self.max_cells:
             raise RuntimeError(f"the session holds {self.max_cells} cells already; no more can be added")
-        text, ok = run_python(code, previous=self.cells, timeout_s=self.timeout_s, memory_mb=self.memory_mb,
-                              max_output_chars=self.max_output_chars)
-        if ok:
+        text, ok = await asyncio.to_thread(run_python, code, previous=list(self.cells), timeout_s=self.timeout_s,
+                                           memory_mb=self.memory_mb, max_output_chars=self.max_output_chars)
+        if ok:  # reached only by a call still awaited: a cancelled (abandoned) call never gets here
             self.cells.append(code)
         return text

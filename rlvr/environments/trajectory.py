@@ -60,6 +60,11 @@ class Trajectory:
     version_spans: list[tuple[int, int]] = field(default_factory=list)  # assistant tokens only
     error: str = ""
 
+    @property
+    def reset_failed(self) -> bool:
+        """The environment failed at reset: no prompt, nothing sampled (the controller drops its group)."""
+        return self.reason == "env_error" and not self.prompt_ids
+
 
 def render_opening(tokenizer, messages: list[dict], tools: list[dict]) -> list[int]:
     """The first prompt's ids: the chat template with the tools offered and the generation prompt."""
@@ -173,7 +178,8 @@ def env_metrics(trajectories: list[dict], prefix: str = "env/") -> dict[str, flo
         return {}
     out = {f"{prefix}turns": sum(t["turns"] for t in trajectories) / n,
            f"{prefix}tool_call_rate": sum(bool(t["info"].get("tool_calls")) for t in trajectories) / n,
-           f"{prefix}errors": sum(t["reason"] == "env_error" for t in trajectories) / n}
+           f"{prefix}errors": sum(t["reason"] == "env_error" for t in trajectories) / n,
+           f"{prefix}reset_errors": float(sum(bool(t.get("reset_failed")) for t in trajectories))}
     for key in ("tool_calls", "tool_errors", "tool_seconds"):
         totals: dict[str, float] = {}
         for t in trajectories:

@@ -25,7 +25,7 @@ import torch
 from rlvr.learners.advantages import compute_advantages, extend_to_branches
 from rlvr.learners.batch import micro_batch_rows
 from rlvr.learners.logprobs import ResponseLogprobs
-from rlvr.learners.losses import explained_variance, kl_penalty, policy_loss, value_loss
+from rlvr.learners.losses import explained_variance, kl_penalty, policy_loss, tis_weights, value_loss
 from rlvr.learners.packing import micro_batch_counts, pack, packed_micro_batches, padding_fraction, unpack_shifted
 
 
@@ -318,9 +318,8 @@ class LearnerActor:
         lp, ent = self.logprobs(self.engine, mb["ids"], mb["attn"], mask_d, temperature, with_entropy=True,
                                 entropy_grad=algo.entropy_coef != 0, packed=self.cfg.packing)
         old = mb["old_lp"] if mb["old_lp"] is not None else lp.detach()
-        is_weights = None
-        if algo.tis_cap is not None:  # truncated IS: correct for vLLM-vs-learner numerics drift
-            is_weights = torch.exp(old - rollout).clamp(max=algo.tis_cap) * mask_d
+        # Truncated IS against the engine's sampling log-probs: stale samples (async) and vLLM-vs-learner drift.
+        is_weights = tis_weights(algo.tis_cap, old, rollout, mask_d)
         loss, metrics = policy_loss(algo.policy_loss, lp, old, adv_d, mask_d, clip_low=algo.clip_low,
                                     clip_high=algo.clip_high, clip_c=algo.clip_c, agg=algo.loss_agg,
                                     agg_constant=agg_constant, is_weights=is_weights)
@@ -338,6 +337,8 @@ class LearnerActor:
         self._backward(self.engine, loss, 0.0 if mb["dummy"] else units, units_total, mb.get("last", True))
         drift = ((lp.detach() - rollout).abs() * mask_d).sum() / n_tok
         out = {"loss/policy": loss.item(), "entropy": entropy.item(), "kl": kl_val.item(), "drift/abs_logprob_diff": drift.item()}
+        if is_weights is not None:
+            out["policy/tis_weight_mean"] = (is_weights.sum() / n_tok).item()
         out.update({k: float(v) for k, v in metrics.items()})
         return out
 

@@ -274,6 +274,30 @@ def overlong_penalty(lengths: torch.Tensor, max_len: int, cache_len: int, penalt
     return pen * penalty_factor
 
 
+def sampled_turn_lengths(n_tokens: int, loss_mask: list[int] | None) -> list[int]:
+    """Lengths of the runs of sampled tokens (loss mask 1) in a response: one per generated turn of a
+    multi-turn trajectory (observations between them have mask 0); the whole response when the mask is None."""
+    if loss_mask is None:
+        return [n_tokens]
+    runs, cur = [], 0
+    for m in loss_mask:
+        if m:
+            cur += 1
+        elif cur:
+            runs.append(cur)
+            cur = 0
+    return runs + [cur] if cur or not runs else runs
+
+
+def response_overlong_penalty(token_ids: list[list[int]], loss_masks: list[list[int] | None], max_len: int,
+                              cache_len: int, penalty_factor: float = 1.0) -> torch.Tensor:
+    """DAPO's overlong penalty per response, on generated tokens only: each generated turn against the
+    per-turn budget `max_len`, the longest turn deciding (tool observations and the other turns do not
+    count: a trajectory is punished only when one of its turns ran into its own limit)."""
+    longest = [max(sampled_turn_lengths(len(ids), m)) for ids, m in zip(token_ids, loss_masks)]
+    return overlong_penalty(torch.tensor(longest, dtype=torch.long), max_len, cache_len, penalty_factor)
+
+
 def overlong_filter(response_mask: torch.Tensor, truncated: torch.Tensor) -> torch.Tensor:
     """DAPO overlong filtering: zero the loss mask of truncated completions (finish_reason ==
     "length"), so a cut-off answer is neither rewarded nor punished for being cut."""

@@ -10,6 +10,33 @@ from rlvr.learners.advantages import ADVANTAGE_ESTIMATORS, TOKEN_REWARD_ESTIMATO
 from rlvr.learners.losses import AGG_MODES, POLICY_LOSSES
 
 
+# The truncated-IS cap used when samples may be stale (train.async_steps > 0) and tis_cap is not set:
+# the usual choice in veRL's and open-instruct's off-policy corrections.
+STALE_TIS_CAP = 2.0
+
+
+def effective_tis_cap(tis_cap: float | None, async_steps: int) -> float:
+    """The cap the learner applies (0: no importance weights): `tis_cap` when set, else STALE_TIS_CAP
+    when generation runs ahead of the learner, since with one epoch and one minibatch the PPO ratio
+    against the learner's own log-probs is 1 and would treat stale samples as on-policy."""
+    if tis_cap is None:
+        return STALE_TIS_CAP if async_steps > 0 else 0.0
+    return float(tis_cap)
+
+
+def off_policy_note(tis_cap: float | None, async_steps: int) -> str:
+    """The start-up line saying which off-policy correction is in effect."""
+    cap = effective_tis_cap(tis_cap, async_steps)
+    if cap:
+        why = "as set (algorithm.tis_cap)" if tis_cap is not None else f"the default with train.async_steps={async_steps}"
+        return (f"off-policy correction: truncated importance sampling, weight min(exp(learner - sampling "
+                f"log-prob), {cap:g}) per token, {why}")
+    if async_steps > 0:
+        return (f"off-policy correction: none (algorithm.tis_cap: 0) although train.async_steps={async_steps}: "
+                "stale samples train as on-policy")
+    return "off-policy correction: none needed (train.async_steps 0: samples are on-policy)"
+
+
 class AlgorithmConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -30,7 +57,7 @@ class AlgorithmConfig(BaseModel):
     entropy_coef: float = Field(0.0, description="entropy bonus coefficient (loss -= entropy_coef * entropy)")
     value_clip: float | None = Field(0.2, gt=0, description="value-loss clip range around the old values (None: unclipped)")
     vf_coef: float = Field(0.5, ge=0, description="value-loss coefficient (gae only)")
-    tis_cap: float | None = Field(None, gt=0, description="truncated importance sampling cap for rollout/learner drift, e.g. 2.0 (None: off)")
+    tis_cap: float | None = Field(None, ge=0, description="truncated importance sampling cap on exp(learner - sampling log-prob), e.g. 2.0; None: 2.0 when train.async_steps > 0 (stale samples), off otherwise; 0: off")
     dynamic_sampling: bool = Field(False, description="DAPO dynamic sampling: drop groups whose rewards all agree, resample to refill")
     dynamic_sampling_max_retries: int = Field(3, ge=0, description="extra generation rounds to refill a batch after dynamic-sampling drops")
     overlong_buffer: int | None = Field(None, gt=0, description="DAPO soft overlong punishment buffer in tokens before the max length (None: off)")

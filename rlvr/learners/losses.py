@@ -326,6 +326,17 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 # truncated importance sampling (rollout engine vs learner drift)
 
 
+def tis_weights(cap: float | None, learner_logprobs_old: torch.Tensor, rollout_logprobs: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor | None:
+    """The learner's per-token importance weights: min(exp(learner_old - rollout), cap) on the mask, or
+    None when `cap` is 0/None (off). `rollout_logprobs` are the engine's sampling (behaviour) log-probs,
+    so a sample from an older policy gets a weight away from 1 even when the PPO ratio is 1."""
+    if not cap:
+        return None
+    diff = (learner_logprobs_old - rollout_logprobs).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
+    return diff.exp().clamp(max=cap) * mask
+
+
 def truncated_is_weights(
     learner_logprobs_old: torch.Tensor, rollout_logprobs: torch.Tensor, mask: torch.Tensor, cap: float = 2.0
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -113,7 +113,11 @@ def parse_json(text: str, field_name: str, lo: float, hi: float) -> float:
     if isinstance(v, bool):
         return 1.0 if v else 0.0
     if isinstance(v, (int, float)):
-        return scale_to_unit(float(v), lo, hi)
+        try:
+            value = float(v)
+        except OverflowError:  # an integer of hundreds of digits: off any scale
+            raise ParseError(f"field '{field_name}' of the judge's JSON reply is too large: {_short(str(v), 40)}") from None
+        return scale_to_unit(value, lo, hi)
     if isinstance(v, str):
         s = v.strip().lower()
         if s in ("yes", "true", "pass"):
@@ -256,7 +260,17 @@ class JudgeClient:
     async def score(self, items: list[tuple[str | None, str, Any]]) -> list[VerifyResult]:
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.cfg.max_in_flight)
-        return list(await asyncio.gather(*(self._one(p, r, t) for p, r, t in items)))
+        return list(await asyncio.gather(*(self._guarded_one(p, r, t) for p, r, t in items)))
+
+    async def _guarded_one(self, prompt: str | None, response: str, truth: Any) -> VerifyResult:
+        """`_one`, with anything it did not foresee costing this sample (counted in `errors`), not the batch."""
+        try:
+            return await self._one(prompt, response, truth)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            self.counts["errors"] += 1
+            return VerifyResult(0.0, {"judge": self.name}, f"judge '{self.name}' failed: " + _describe(e, None))
 
     async def _one(self, prompt: str | None, response: str, truth: Any) -> VerifyResult:
         cfg = self.cfg
@@ -292,9 +306,12 @@ class JudgeClient:
         details = {"judge": self.name, "reply": reply.text[:500]}
         try:
             score = parse_score(cfg, reply.text)
-        except ParseError as e:
+            if not math.isfinite(score):
+                raise ParseError(f"non-finite score {score!r}")
+        except Exception as e:  # noqa: BLE001 - whatever the reply holds, it costs this sample only
             self.counts["parse_failures"] += 1
-            return VerifyResult(0.0, details, f"parse failure: {e}")
+            msg = str(e) if isinstance(e, ParseError) else _describe(e, None)
+            return VerifyResult(0.0, details, f"parse failure: {msg}")
         return VerifyResult(score, details, None)
 
     def stats(self) -> dict[str, float]:

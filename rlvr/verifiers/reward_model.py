@@ -126,6 +126,13 @@ class RewardModelActor:
 
 # ----------------------------------------------------------------------------- the client
 
+def _finite(x) -> bool:
+    try:
+        return math.isfinite(x)
+    except (TypeError, OverflowError):  # a huge int or something not a number: no score
+        return False
+
+
 class RewardModelClient:
     """Driver side: sends items to the actor (a Ray handle or a local object), normalises the scores."""
 
@@ -179,12 +186,18 @@ class RewardModelClient:
             self._window_samples += len(items)
             if raw is None:
                 return [VerifyResult(0.0, {"reward_model": self.name}, err) for _ in items]
-            bad = [i for i, x in enumerate(raw) if not math.isfinite(x)]
-            finite = [x for x in raw if math.isfinite(x)]
+            bad = [i for i, x in enumerate(raw) if not _finite(x)]
+            finite = [x for x in raw if _finite(x)]
             normed = iter(normalize_scores(finite, self.cfg.normalize, self.moments))
-            return [VerifyResult(0.0, {"reward_model": self.name, "raw": x}, "reward model returned a non-finite score")
-                    if i in bad else VerifyResult(next(normed), {"reward_model": self.name, "raw": x}, None)
-                    for i, x in enumerate(raw)]
+            out = []
+            for i, x in enumerate(raw):
+                y = None if i in bad else next(normed)
+                if y is None or not math.isfinite(y):  # non-finite raw, or pushed there by the normalisation
+                    self.counts["errors"] += 1
+                    out.append(VerifyResult(0.0, {"reward_model": self.name, "raw": x}, "reward model returned a non-finite score"))
+                else:
+                    out.append(VerifyResult(y, {"reward_model": self.name, "raw": x}, None))
+            return out
 
     def stats(self) -> dict[str, float]:
         p = f"reward_model/{self.name}/"

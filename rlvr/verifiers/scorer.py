@@ -84,7 +84,14 @@ class ModelVerifiers:
         async def one(name):
             kind, entry = self.names[name]
             client = self.judges[entry] if kind == "judge" else self.reward_models[entry]
-            return await client.score(work[name])
+            try:
+                return await client.score(work[name])
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - one client's failure costs its own parts, counted, not the batch
+                client.counts["errors"] = client.counts.get("errors", 0) + len(work[name])
+                return [VerifyResult(0.0, {kind: entry}, f"model verifier '{name}' failed: {type(e).__name__}: {e}"[:300])
+                        for _ in work[name]]
 
         outs = await asyncio.gather(*(one(n) for n in names))
         return dict(zip(names, outs))

@@ -11,6 +11,8 @@ from rlvr.learners.advantages import (
     masked_whiten,
     overlong_filter,
     overlong_penalty,
+    response_overlong_penalty,
+    sampled_turn_lengths,
 )
 
 T = torch.tensor
@@ -239,6 +241,19 @@ def test_overlong_penalty_soft_ramp():
     lengths = T([10, 16, 17, 18, 20, 25])
     close(overlong_penalty(lengths, 20, 4), [0, 0, -0.25, -0.5, -1, -1])
     close(overlong_penalty(lengths, 20, 4, penalty_factor=0.5), [0, 0, -0.125, -0.25, -0.5, -0.5])
+
+
+def test_overlong_penalty_counts_generated_turns_not_observations():
+    """Issue 21, finding 4: 3 turns of 150 sampled tokens + 2 tool observations of 200 (850 ids) with a
+    per-turn max of 512 and a buffer of 128: no turn came near its limit, so no penalty; a turn cut at
+    the limit is still punished in full, and a single-turn response is judged on its whole length."""
+    turns = [1] * 150 + [0] * 200 + [1] * 150 + [0] * 200 + [1] * 150
+    cut = [1] * 150 + [0] * 200 + [1] * 512
+    assert sampled_turn_lengths(len(turns), turns) == [150, 150, 150]
+    assert sampled_turn_lengths(5, None) == [5] and sampled_turn_lengths(0, []) == [0]
+    pen = response_overlong_penalty([[7] * len(turns), [7] * len(cut), [7] * 448, [7] * 100],
+                                    [turns, cut, None, None], 512, 128)
+    close(pen, [0.0, -1.0, -0.5, 0.0])
 
 
 def test_overlong_filter_masks_truncated_completions():

@@ -57,13 +57,50 @@ def test_python_is_stateless_between_calls():
 
 def test_python_session_keeps_successful_cells_only():
     s = PythonSession(timeout_s=3)
-    assert s.python("x = 41\nprint('set')") == "set\n"
-    assert s.python("import math\nx += 1\nprint(x)") == "42\n"   # the first cell's output is not repeated
-    assert "ZeroDivisionError" in s.python("x = 1 / 0")
-    assert s.python("print(x, math.pi > 3)") == "42 True\n"     # the failed cell left nothing behind
+    assert run(s.python("x = 41\nprint('set')")) == "set\n"
+    assert run(s.python("import math\nx += 1\nprint(x)")) == "42\n"   # the first cell's output is not repeated
+    assert "ZeroDivisionError" in run(s.python("x = 1 / 0"))
+    assert run(s.python("print(x, math.pi > 3)")) == "42 True\n"     # the failed cell left nothing behind
     assert len(s.cells) == 3
     fresh = get_tool("python", stateful=True)
-    assert "NameError" in fresh("print(x)")  # each session is its own
+    assert "NameError" in run(fresh("print(x)"))  # each session is its own
+
+
+def test_python_session_never_keeps_a_cell_the_model_was_told_failed():
+    """Issue 21, finding 8: the environment's tool_timeout_s (1 s) abandons a cell that sleeps 2 s (the
+    sandbox's own limit, 4 s, lets it finish): the model reads that it did not finish, so its side
+    effects must not come back when a later call replays the session, even once its thread is done."""
+    env = get_environment("tools", tools=["python"], tool_timeout_s=1,
+                          tool_options={"python": {"stateful": True, "timeout_s": 4}})
+
+    async def go():
+        async def call(code):
+            obs = await env.step({"role": "assistant", "content": format_call("python", {"code": code})})
+            return obs.messages[0]["content"], obs.info
+        assert (await call("L = []\nprint('ok')"))[0] == "ok\n"
+        text, info = await call("import time\ntime.sleep(2)\nL.append('slow')\nz = 1")
+        assert "did not finish within 1s" in text and info["tool_timeouts"] == {"python": 1}
+        await asyncio.sleep(3.5)  # the abandoned run has finished in its thread by now
+        return (await call("print(L, 'z' in globals())"))[0]
+    assert run(go()) == "[] False\n"
+
+
+def test_python_queueing_for_a_sandbox_slot_is_bounded_and_reported(monkeypatch):
+    """Waiting for a sandbox slot does not eat into the run's own timeout_s: it is bounded apart, and a
+    call that got no slot says so (and its cell is not kept)."""
+    import threading
+
+    from rlvr.environments import python_tool
+
+    monkeypatch.setattr(python_tool, "_slots", threading.BoundedSemaphore(1))
+    python_tool._slots.acquire()  # every slot taken
+    try:
+        s = PythonSession(timeout_s=0.5)
+        text = run(s.python("x = 1\nprint('ran')"))
+    finally:
+        python_tool._slots.release()
+    assert "sandbox is busy" in text and "not run" in text and "ran" not in text and s.cells == []
+    assert run(s.python("import time\nt = time.monotonic()\ntime.sleep(0.3)\nprint('ran')")) == "ran\n"
 
 
 def test_tools_environment_runs_the_python_tool():

@@ -314,3 +314,46 @@ def test_algorithm_config_rejects(kwargs, match):
 
     with pytest.raises(ValidationError, match=match):
         AlgorithmConfig(**kwargs)
+
+
+# ----------------------------------------------------------------------------- stale samples (issue 21, finding 10)
+
+def test_stale_samples_get_truncated_importance_weights_by_default():
+    """With ppo_epochs 1 and num_minibatches 1 the PPO ratio is 1 (old log-probs are the current ones), so
+    a sample drawn by an older policy (async_steps > 0) must be corrected by the importance weight against
+    the engine's sampling log-probs: on by default (cap 2.0) when async_steps > 0, off when synchronous."""
+    from pathlib import Path
+
+    from rlvr.config import load_recipe
+    from rlvr.controller import learner_algorithm
+    from rlvr.learners.algo_config import AlgorithmConfig, effective_tis_cap, off_policy_note
+    from rlvr.learners.batch import build_batch
+    from rlvr.learners.losses import tis_weights
+
+    assert effective_tis_cap(None, 2) == 2.0 and effective_tis_cap(None, 0) == 0.0
+    assert effective_tis_cap(0, 2) == 0.0 and effective_tis_cap(1.5, 0) == 1.5
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "toy_addition_cpu.yaml"
+    algo = AlgorithmConfig.model_validate(learner_algorithm(load_recipe(recipe, ["train.async_steps=2"], check_files=False)))
+    assert algo.tis_cap == 2.0
+    assert not learner_algorithm(load_recipe(recipe, check_files=False))["tis_cap"]
+    assert "truncated importance sampling" in off_policy_note(None, 2) and "none needed" in off_policy_note(None, 0)
+    assert "stale samples train as on-policy" in off_policy_note(0, 2)
+
+    # Two one-token responses to the same prompt: row 0 fresh (sampled by the current policy), row 1
+    # stale (its sampling log-prob, from an older policy, was -2.0; the current policy gives it -1.0).
+    batch = build_batch([[5, 6], [5, 6]], [[7], [8]], [[-1.0], [-2.0]], [1.0, 0.0], group_size=2, pad_id=0,
+                        temperature=1.0)
+    mask = batch["response_mask"]
+    current = torch.tensor([[0.0, -1.0], [0.0, -1.0]])
+    lp = current.clone().requires_grad_(True)
+    w = tis_weights(algo.tis_cap, lp.detach(), batch["rollout_logprobs"], mask)
+    assert w[0, 1].item() == pytest.approx(1.0) and w[1, 1].item() == pytest.approx(2.0)  # exp(1) capped at 2
+    assert tis_weights(0.0, lp.detach(), batch["rollout_logprobs"], mask) is None
+    adv = torch.tensor([[0.0, 1.0], [0.0, -1.0]])
+    loss_w, m = policy_loss("ppo", lp, lp.detach(), adv, mask, is_weights=w)
+    assert m["policy/ratio_mean"] == pytest.approx(1.0)  # the ratio alone cannot see the staleness
+    (g_w,) = torch.autograd.grad(loss_w, lp)
+    loss_1, _ = policy_loss("ppo", lp, lp.detach(), adv, mask)
+    (g_1,) = torch.autograd.grad(loss_1, lp)
+    assert g_w[0, 1].item() == pytest.approx(g_1[0, 1].item())  # the fresh row is unchanged
+    assert g_w[1, 1].item() == pytest.approx(2.0 * g_1[1, 1].item())  # the stale row is reweighted

@@ -379,3 +379,79 @@ def test_bench_verifiers_with_judges(key_env, tmp_path, toy_rm_dir, capsys):
     assert len(srv.requests) == 4 + 8  # warm-up, then the timed requests
     assert main(["bench", "verifiers", "--judges", str(tmp_path / "missing.yaml")]) == 1
     assert "recipe file not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ one bad reply costs one sample (issue 21, finding 6)
+
+class _ScriptedEngine:
+    """Stands in for a judge engine: the reply is looked up by the response under judgement."""
+
+    def __init__(self, replies: dict[str, str]):
+        self.replies = replies
+
+    async def judge(self, messages, sampling):
+        response = messages[-1]["content"].split("Response:\n", 1)[1].split("\n", 1)[0]
+        return {"text": self.replies[response], "prompt_tokens": 1, "completion_tokens": 1}
+
+
+class _ScriptedRewardModel:
+    """Stands in for a RewardModelActor: a fixed raw score per response."""
+
+    def __init__(self, raw: dict[str, float]):
+        self.raw = raw
+
+    def score(self, items):
+        return [self.raw[r] for _, r, _ in items]
+
+
+class _BrokenClient:
+    """A model-verifier client whose whole call raises (a bug in a plugin-like client)."""
+
+    def __init__(self):
+        self.counts = {"errors": 0}
+
+    async def score(self, items):
+        raise RuntimeError("client bug")
+
+    def stats(self):
+        return {"judge/broken/errors": float(self.counts["errors"])}
+
+    async def close(self):
+        pass
+
+
+def test_one_bad_judge_reply_costs_only_its_sample():
+    """A reply holding a 400-digit score (OverflowError in float()), NaN or an infinite score is a parse
+    failure of that sample, counted; the other samples, and the reward model's parts of the same rows,
+    keep their scores. A client that raises as a whole costs its own parts only, counted in its errors."""
+    from rlvr.verifiers.judge import EngineBackend
+    from rlvr.verifiers.model_config import RewardModelConfig
+    from rlvr.verifiers.reward_model import RewardModelClient
+
+    replies = {"good": '{"score": 8}', "huge": '{"score": ' + "9" * 400 + "}", "nan": '{"score": NaN}',
+               "inf": '{"score": 1e999}', "strhuge": '{"score": "' + "9" * 400 + '"}'}
+    judge = JudgeClient("j", JudgeConfig(path="m", parser="json", scale_min=0, scale_max=10, retries=0),
+                        EngineBackend([_ScriptedEngine(replies)]))
+    rm = RewardModelClient("rm", RewardModelConfig(path="m"),
+                           _ScriptedRewardModel({"good": 0.5, "huge": float("inf"), "nan": float("nan"), "inf": 2.0,
+                                                 "strhuge": 1.0}))
+    sc = Scorer(VerifierPool(VerifierConfig(workers=0, combine="mean")),
+                ModelVerifiers({"j": judge, "broken": _BrokenClient()}, {"rm": rm}))
+    try:
+        reqs = [VerifyRequest(r, "x", ["j", "rm"], None, "q") for r in replies]
+        res = sc.score(reqs)
+        alone = sc.score([VerifyRequest("good", "x", "j", None, "q"), VerifyRequest("good", "x", "broken", None, "q")])
+        stats = sc.stats()
+    finally:
+        sc.close()
+    by = dict(zip(replies, res))
+    assert by["good"].details["j"]["score"] == pytest.approx(0.8) and by["good"].details["rm"]["score"] == 0.5
+    assert by["good"].error is None
+    for bad in ("huge", "nan", "inf", "strhuge"):
+        assert by[bad].details["j"]["score"] == 0.0 and "parse failure" in by[bad].details["j"]["error"], by[bad]
+    assert by["inf"].details["rm"]["score"] == 2.0 and by["strhuge"].details["rm"]["score"] == 1.0
+    assert by["huge"].details["rm"]["score"] == by["nan"].details["rm"]["score"] == 0.0
+    assert stats["judge/j/parse_failures"] == 4 and stats["judge/j/errors"] == 0
+    assert stats["reward_model/rm/errors"] == 2
+    assert alone[0].score == pytest.approx(0.8) and alone[1].score == 0.0 and "client bug" in alone[1].error
+    assert stats["judge/broken/errors"] == 1
