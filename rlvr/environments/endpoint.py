@@ -29,6 +29,7 @@ from typing import Any
 
 from rlvr.environments.agent import Call
 from rlvr.environments.base import content_text
+from rlvr.errors import EngineDead
 
 _SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty",
                     "repetition_penalty", "seed", "logit_bias")
@@ -51,11 +52,14 @@ class Session:
     max_tokens: int
     max_total_tokens: int
     parser: str = "hermes"
+    max_turns: int | None = None  # calls this trajectory may make (environments.max_turns); later ones are refused
     calls: list[Call] = field(default_factory=list)
     replies: list[_Reply] = field(default_factory=list)
     rerender_mismatch: int = 0
     settings_overridden: int = 0
     endpoint_seconds: list[float] = field(default_factory=list)  # per call: handler time minus engine time
+    ended: str = ""  # "max_turns" once a call past max_turns was refused
+    engine_error: BaseException | None = None  # the engine died under a call: run_agent re-raises it (EngineDead)
 
 
 def _norm(m: Any) -> tuple:
@@ -71,6 +75,10 @@ def _error(status: int, message: str, kind: str = "invalid_request_error"):
     from aiohttp import web
 
     return web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status)
+
+
+def _engine_failed():
+    return _error(503, "the engine serving this trajectory failed; its group is rerun on another engine", "server_error")
 
 
 def _unauthorized():
@@ -114,8 +122,9 @@ class AgentEndpoint:
             await self._runner.cleanup()
             self._runner = None
 
-    def open_session(self, *, generate, max_tokens: int, max_total_tokens: int, parser: str = "hermes") -> Session:
-        s = Session(secrets.token_urlsafe(24), generate, max_tokens, max_total_tokens, parser)
+    def open_session(self, *, generate, max_tokens: int, max_total_tokens: int, parser: str = "hermes",
+                     max_turns: int | None = None) -> Session:
+        s = Session(secrets.token_urlsafe(24), generate, max_tokens, max_total_tokens, parser, max_turns)
         self.sessions[s.key] = s
         return s
 
@@ -152,6 +161,12 @@ class AgentEndpoint:
             return _unauthorized()
         return web.json_response({"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "rlvr"}]})
 
+    def _turn_left(self, s: Session) -> None:
+        """Refuses a call past the trajectory's max_turns (the run then ends with reason max_turns)."""
+        if s.max_turns is not None and len(s.calls) >= s.max_turns:
+            s.ended = "max_turns"
+            raise ValueError(f"max_turns: this trajectory has made its {s.max_turns} calls (environments.max_turns)")
+
     def _budget(self, s: Session, body: dict, prompt_len: int) -> int:
         asked = body.get("max_completion_tokens") or body.get("max_tokens")
         if any(k in body and body[k] is not None for k in _SAMPLING_FIELDS):
@@ -165,8 +180,14 @@ class AgentEndpoint:
         return budget
 
     async def _generate(self, s: Session, prompt_ids: list[int], budget: int) -> Call:
+        if s.engine_error is not None:  # the engine is gone: a retry must not reach it again
+            raise s.engine_error
         t_engine = time.perf_counter()
-        ids, lps, finish, spans = await s.generate(prompt_ids, budget)
+        try:
+            ids, lps, finish, spans = await s.generate(prompt_ids, budget)
+        except EngineDead as e:  # not the agent's fault: run_agent re-raises it, the scheduler reruns the group
+            s.engine_error = e
+            raise
         engine_s = time.perf_counter() - t_engine
         eos = self.tokenizer.eos_token_id
         text = self.tokenizer.decode([t for t in ids if t != eos], skip_special_tokens=True)
@@ -234,11 +255,15 @@ class AgentEndpoint:
             messages, tools = body.get("messages"), body.get("tools") or None
             if not isinstance(messages, list) or not messages:
                 raise ValueError("messages: a non-empty list of messages is required")
+            self._turn_left(s)
             prompt_ids = self._chat_prompt(s, messages, tools)
             budget = self._budget(s, body, len(prompt_ids))
         except ValueError as e:
             return _error(400, str(e))
-        call = await self._generate(s, prompt_ids, budget)
+        try:
+            call = await self._generate(s, prompt_ids, budget)
+        except EngineDead:
+            return _engine_failed()
         call.messages = [dict(m) for m in messages]
         tool_calls = self._tool_calls(s, call.text, tools)
         s.replies.append(_Reply([_norm(m) for m in messages], call.text, tuple(c["id"] for c in tool_calls), call))
@@ -289,10 +314,14 @@ class AgentEndpoint:
                 prompt_ids = list(prompt)
             else:
                 raise ValueError("prompt: one string or one list of token ids")
+            self._turn_left(s)
             budget = self._budget(s, body, len(prompt_ids))
         except ValueError as e:
             return _error(400, str(e))
-        call = await self._generate(s, prompt_ids, budget)
+        try:
+            call = await self._generate(s, prompt_ids, budget)
+        except EngineDead:
+            return _engine_failed()
         s.endpoint_seconds.append(time.perf_counter() - t0 - call.seconds)
         return web.json_response({
             "id": f"cmpl-{secrets.token_hex(8)}", "object": "text_completion", "created": int(time.time()),
