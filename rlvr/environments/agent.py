@@ -243,8 +243,13 @@ def _http_clients() -> dict:
 
         # The endpoint is on this node: no connection cap (the agents' concurrency is the recipe's); the
         # client's timeout (run_agent gives the handed ones the trajectory's) or run_agent's bounds a call.
-        kw = dict(limits=httpx.Limits(max_connections=None, max_keepalive_connections=4096))
-        _HTTP = {"async": {}, "sync": SharedClient(**kw), "kw": kw, "cls": SharedAsyncClient}
+        from rlvr.environments.endpoint import _transports
+
+        transports = _transports()
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=4096)
+        # Requests to this process's endpoint skip HTTP altogether (InProcessTransport); others go out as usual.
+        _HTTP = {"async": {}, "sync": SharedClient(transport=transports[1](limits=limits)),
+                 "new_async": lambda: SharedAsyncClient(transport=transports[0](limits=limits))}
     return _HTTP
 
 
@@ -264,7 +269,7 @@ def shared_http_client(sync: bool = False):
     loop = asyncio.get_running_loop()
     c = h["async"].get(loop)
     if c is None:
-        c = h["async"][loop] = h["cls"](**h["kw"])
+        c = h["async"][loop] = h["new_async"]()
     return c
 
 
@@ -280,6 +285,21 @@ def agent_pool(threads: int):
     if pool is None:
         pool = _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rlvr-agent")
     return pool
+
+
+def _skip_platform_probe(client) -> None:
+    """A new ``AsyncOpenAI`` probes the platform for its headers on its first request in a thread of the
+    loop's default executor: one thread hop per trajectory, queued behind tools. The answer never changes."""
+    global _PLATFORM
+    if getattr(client, "_platform", 0) is None:
+        if _PLATFORM is None:
+            from openai._base_client import get_platform
+
+            _PLATFORM = get_platform()
+        client._platform = _PLATFORM
+
+
+_PLATFORM = None
 
 
 async def _run_sync(env: "AgentEnvironment", row: dict, client, timeout_s: float, pool, info: dict):
@@ -321,6 +341,7 @@ async def run_agent(env: AgentEnvironment, row: dict, endpoint, session_settings
         if inspect.iscoroutinefunction(env.fn):
             client = openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=session.key, max_retries=0, timeout=timeout_s,
                                         http_client=shared_http_client())
+            _skip_platform_probe(client)
             result = await asyncio.wait_for(env.fn(row, client, **env.options), timeout_s)
         else:
             client = openai.OpenAI(base_url=endpoint.base_url, api_key=session.key, max_retries=0, timeout=timeout_s,

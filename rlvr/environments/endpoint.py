@@ -20,6 +20,7 @@ per-turn budget. ``n`` must be 1. Tool calls in the model's text are parsed by t
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import socket
@@ -85,6 +86,74 @@ def _unauthorized():
     return _error(401, "no live trajectory key in Authorization: Bearer or the /k/KEY/ path", "authentication_error")
 
 
+_ENDPOINTS: dict[tuple, "AgentEndpoint"] = {}  # this process's endpoints by (host, port), for InProcessTransport
+
+
+class _Request:
+    """What the handlers read of an aiohttp request, for one handed over in-process."""
+
+    def __init__(self, key: str | None, headers, body: bytes):
+        self.match_info = {"key": key} if key is not None else {}
+        self.headers, self._body = headers, body
+
+    async def json(self):
+        return json.loads(self._body)
+
+
+def _transports():
+    """In-process httpx transports (the ``openai`` SDK's httpx): a request to an endpoint of this process goes
+    straight to its handlers; anything else goes out over the network as usual."""
+    try:  # the HTTP library the installed openai SDK is built on
+        import httpx2 as httpx
+    except ImportError:  # pragma: no cover - older SDKs
+        import httpx
+
+    def response(r, request):
+        return httpx.Response(r.status, headers={"content-type": r.content_type, **{k: v for k, v in r.headers.items()
+                                                                                     if k.lower() == "cache-control"}},
+                              content=r.body, request=request)
+
+    class InProcessAsyncTransport(httpx.AsyncBaseTransport):
+        def __init__(self, **kw):
+            self.fallback = httpx.AsyncHTTPTransport(**kw)
+
+        async def handle_async_request(self, request):
+            ep = _ENDPOINTS.get((request.url.host, request.url.port))
+            if ep is None or ep._loop is not asyncio.get_running_loop():
+                return await self.fallback.handle_async_request(request)
+            return response(await ep.dispatch(request.method, request.url.path, request.headers, await request.aread()),
+                            request)
+
+        async def aclose(self) -> None:
+            await self.fallback.aclose()
+
+    class InProcessTransport(httpx.BaseTransport):
+        """For synchronous agents in threads: the request runs in the endpoint's event loop."""
+
+        def __init__(self, **kw):
+            self.fallback = httpx.HTTPTransport(**kw)
+
+        def handle_request(self, request):
+            ep = _ENDPOINTS.get((request.url.host, request.url.port))
+            if ep is None or _on_loop(ep._loop):  # from the loop's own thread it would wait on itself
+                return self.fallback.handle_request(request)
+            fut = asyncio.run_coroutine_threadsafe(ep.dispatch(request.method, request.url.path, request.headers,
+                                                               request.read()), ep._loop)
+            return response(fut.result(), request)
+
+        def close(self) -> None:
+            self.fallback.close()
+
+    return InProcessAsyncTransport, InProcessTransport
+
+
+def _on_loop(loop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
 class AgentEndpoint:
     def __init__(self, tokenizer, *, host: str = "127.0.0.1", model_name: str = "rlvr-policy"):
         self.tokenizer, self.host, self.model_name = tokenizer, host, model_name
@@ -92,6 +161,7 @@ class AgentEndpoint:
         self.port: int | None = None
         self.refused = 0  # requests without a live key
         self._runner = None
+        self._loop = None
         self._ids = 0
 
     @property
@@ -115,12 +185,28 @@ class AgentEndpoint:
         sock.bind((self.host, 0))
         self.port = sock.getsockname()[1]
         await web.SockSite(self._runner, sock, backlog=1024).start()
+        self._loop = asyncio.get_running_loop()
+        _ENDPOINTS[(self.host, self.port)] = self
         return self
 
     async def stop(self) -> None:
+        _ENDPOINTS.pop((self.host, self.port), None)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def dispatch(self, method: str, path: str, headers, body: bytes):
+        """Serve one request handed over in-process (``InProcessTransport``): the same handlers as over HTTP,
+        minus the sockets, HTTP parsing and connection pools. Returns an aiohttp ``web.Response``."""
+        key = None
+        if path.startswith("/k/"):
+            _, _, key, path = path.split("/", 3)
+            path = "/" + path
+        handler = {("POST", "/v1/chat/completions"): self._chat, ("POST", "/v1/completions"): self._completions,
+                   ("GET", "/v1/models"): self._models}.get((method, path))
+        if handler is None:
+            return _error(404, f"{method} {path}: not served here (/v1/chat/completions, /v1/completions, /v1/models)")
+        return await handler(_Request(key, headers, body))
 
     def open_session(self, *, generate, max_tokens: int, max_total_tokens: int, parser: str = "hermes",
                      max_turns: int | None = None) -> Session:
@@ -274,21 +360,16 @@ class AgentEndpoint:
         usage = {"prompt_tokens": len(prompt_ids), "completion_tokens": len(call.completion_ids),
                  "total_tokens": len(prompt_ids) + len(call.completion_ids)}
         rid, created = f"chatcmpl-{secrets.token_hex(8)}", int(time.time())
-        if body.get("stream"):
-            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-            await resp.prepare(request)
+        if body.get("stream"):  # the whole reply is ready: its chunks go out as one event-stream body
             delta = dict(message)
             if tool_calls:
                 delta["tool_calls"] = [dict(c, index=k) for k, c in enumerate(tool_calls)]
-            for choice in ({"index": 0, "delta": delta, "finish_reason": None},
-                           {"index": 0, "delta": {}, "finish_reason": finish}):
-                chunk = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": self.model_name,
-                         "choices": [choice]}
-                await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            await resp.write(b"data: [DONE]\n\n")
-            await resp.write_eof()
+            sse = "".join(f"data: {json.dumps({'id': rid, 'object': 'chat.completion.chunk', 'created': created, 'model': self.model_name, 'choices': [choice]})}\n\n"
+                          for choice in ({"index": 0, "delta": delta, "finish_reason": None},
+                                         {"index": 0, "delta": {}, "finish_reason": finish}))
             s.endpoint_seconds.append(time.perf_counter() - t0 - call.seconds)
-            return resp
+            return web.Response(body=(sse + "data: [DONE]\n\n").encode(), content_type="text/event-stream",
+                                headers={"Cache-Control": "no-cache"})
         s.endpoint_seconds.append(time.perf_counter() - t0 - call.seconds)
         return web.json_response({"id": rid, "object": "chat.completion", "created": created, "model": self.model_name,
                                   "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
