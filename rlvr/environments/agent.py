@@ -248,7 +248,7 @@ def _http_clients() -> dict:
         transports = _transports()
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=4096)
         # Requests to this process's endpoint skip HTTP altogether (InProcessTransport); others go out as usual.
-        _HTTP = {"async": {}, "sync": SharedClient(transport=transports[1](limits=limits)),
+        _HTTP = {"async": weakref.WeakKeyDictionary(), "sync": SharedClient(transport=transports[1](limits=limits)),
                  "new_async": lambda: SharedAsyncClient(transport=transports[0](limits=limits))}
     return _HTTP
 

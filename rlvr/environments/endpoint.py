@@ -295,6 +295,9 @@ class AgentEndpoint:
             said = norm[n]
             if said[0] != "assistant" or not (said[1] == r.text or (r.tool_call_ids and said[2] == r.tool_call_ids)):
                 continue
+            seen = len(r.call.prompt_ids) + len(r.call.completion_ids)
+            if full[:len(r.call.prompt_ids)] == r.call.prompt_ids and full[len(r.call.prompt_ids):seen] == r.call.completion_ids:
+                return full  # the usual case: the whole rendering extends what the model saw (one render, no delta)
             eos = self.tokenizer.eos_token_id
             ended = bool(r.call.completion_ids) and r.call.completion_ids[-1] == eos
             so_far = [dict(m) for m in messages[:n]] + [{"role": "assistant", "content": r.text}]
