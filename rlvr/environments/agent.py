@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+import weakref
 from dataclasses import dataclass, field
 from collections.abc import Sequence
 from typing import Any, Callable
