@@ -5,8 +5,9 @@ thread and gets a synchronous ``openai.OpenAI``), registered with ``@register_ag
 chosen by rows like any environment (``env: name``). ``client`` is a real ``openai`` client whose
 ``base_url`` is the rollout actor's endpoint (``endpoint.py``) and whose ``api_key`` is a key that
 lives as long as this one trajectory; ``client.base_url`` and ``client.api_key`` serve any other
-HTTP client. The endpoint records the exact ids of every call; ``assemble`` turns the calls into
-trajectories for the learner.
+HTTP client. The handed client reaches the endpoint in-process (``shared_http_client``: no sockets, no
+per-client SSL context); pass that to an ``openai`` client you build yourself for the same. The endpoint
+records the exact ids of every call; ``assemble`` turns the calls into trajectories for the learner.
 
 Assembly is on token ids. A call whose prompt extends an earlier call's ids (prompt + completion:
 the usual chat loop re-sending its history) continues that trajectory: the re-sent part is not
@@ -18,7 +19,9 @@ a delta, so nothing the model saw is re-tokenised (see ``endpoint.py``).
 
 The reward: ``AgentResult.reward`` when the agent gives one; otherwise the row's verifier scores
 ``AgentResult.answer`` (default: the last reply's text). An agent that raises or runs past the
-trajectory timeout gets reward 0 with the reason; the run goes on.
+trajectory timeout (counted from its start; a ``def`` agent's wait for a thread of its pool is apart)
+gets reward 0 with the reason; the run goes on. A call past ``max_turns`` is refused and the run ends
+with reason max_turns. An engine that died under a call is re-raised as EngineDead (the group is rerun).
 """
 from __future__ import annotations
 

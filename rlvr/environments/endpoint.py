@@ -17,6 +17,11 @@ Sampling is the recipe's: the request's ``temperature``, ``top_p`` and the like 
 (counted in ``agent/settings_overridden``); its ``max_tokens`` may only lower the recipe's
 per-turn budget. ``n`` must be 1. Tool calls in the model's text are parsed by the agent's
 ``parser`` and returned as OpenAI ``tool_calls`` when the request offers ``tools``.
+
+Limits and failures: a call past the session's ``max_turns`` gets 400 (the run ends with reason
+max_turns); a call under which the engine died gets 503, and so does any later one of that
+trajectory (``run_agent`` re-raises the EngineDead). Clients in this process (the handed one, and
+``agent.shared_http_client()``) skip HTTP: their transport calls ``dispatch`` with the request.
 """
 from __future__ import annotations
 
