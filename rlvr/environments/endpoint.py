@@ -47,6 +47,7 @@ class _Reply:
     text: str  # the generated text (special tokens skipped)
     tool_call_ids: tuple
     call: Call
+    seen_text: str | None = None  # the text of prompt + completion ids, where known: a continuation tokenises only what follows
 
 
 @dataclass
@@ -286,13 +287,30 @@ class AgentEndpoint:
         s.calls.append(call)
         return call
 
-    def _chat_prompt(self, s: Session, messages: list[dict], tools: list | None) -> list[int]:
-        """Exact ids when the request continues an earlier reply (see the module's doc), else the whole rendering."""
-        from rlvr.environments.template import TemplateMismatchError, render_delta
-        from rlvr.environments.trajectory import render_opening
+    def _opening_text(self, messages: list[dict], tools: list | None) -> str:
+        """``render_opening``'s text (the chat template with the tools offered and the generation prompt)."""
+        from rlvr.data.template import render_prompt
 
-        full = render_opening(self.tokenizer, messages, tools or [])
-        norm = [_norm(m) for m in messages]
+        if getattr(self.tokenizer, "chat_template", None) and tools:
+            return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+        return render_prompt(self.tokenizer, {"messages": messages})
+
+    def _encode(self, text: str) -> list[int]:
+        """``encode_prompts`` for one text, straight through the fast tokenizer's backend where there is one
+        (the same ids; the ``transformers`` call around it costs ~0.5 ms, more than the tokenising)."""
+        if not text:
+            return []
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            return backend.encode(text, add_special_tokens=False).ids
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _chat_prompt(self, s: Session, messages: list[dict], tools: list | None, norm: list) -> tuple[list[int], str | None]:
+        """Exact ids when the request continues an earlier reply (see the module's doc), else the whole rendering;
+        with the text those ids are (None where they are not one rendering's)."""
+        from rlvr.environments.template import TemplateMismatchError, render_delta
+
+        text = self._opening_text(messages, tools)
         for r in reversed(s.replies):
             n = len(r.messages)
             if len(norm) <= n + 1 or norm[:n] != r.messages:
@@ -300,9 +318,14 @@ class AgentEndpoint:
             said = norm[n]
             if said[0] != "assistant" or not (said[1] == r.text or (r.tool_call_ids and said[2] == r.tool_call_ids)):
                 continue
+            if r.seen_text is not None and text.startswith(r.seen_text):
+                # The usual case: the rendering extends what the model saw, as text: only the rest is tokenised,
+                # so a call's cost does not grow with the history it re-sends.
+                return r.call.prompt_ids + r.call.completion_ids + self._encode(text[len(r.seen_text):]), text
+            full = self._encode(text)
             seen = len(r.call.prompt_ids) + len(r.call.completion_ids)
             if full[:len(r.call.prompt_ids)] == r.call.prompt_ids and full[len(r.call.prompt_ids):seen] == r.call.completion_ids:
-                return full  # the usual case: the whole rendering extends what the model saw (one render, no delta)
+                return full, text  # the whole rendering extends what the model saw
             eos = self.tokenizer.eos_token_id
             ended = bool(r.call.completion_ids) and r.call.completion_ids[-1] == eos
             so_far = [dict(m) for m in messages[:n]] + [{"role": "assistant", "content": r.text}]
@@ -311,12 +334,13 @@ class AgentEndpoint:
                                      stop_text=self.tokenizer.eos_token if ended else "")
             except TemplateMismatchError:
                 s.rerender_mismatch += 1
-                return full
+                return full, text
             exact = r.call.prompt_ids + r.call.completion_ids + delta
             if exact != full:
                 s.rerender_mismatch += 1
-            return exact
-        return full
+                return exact, None
+            return exact, text
+        return self._encode(text), text
 
     def _tool_calls(self, s: Session, text: str, tools: list | None) -> list[dict]:
         from rlvr.environments.parsers import get_parser
@@ -350,7 +374,8 @@ class AgentEndpoint:
             if not isinstance(messages, list) or not messages:
                 raise ValueError("messages: a non-empty list of messages is required")
             self._turn_left(s)
-            prompt_ids = self._chat_prompt(s, messages, tools)
+            norm = [_norm(m) for m in messages]
+            prompt_ids, prompt_text = self._chat_prompt(s, messages, tools, norm)
             budget = self._budget(s, body, len(prompt_ids))
         except ValueError as e:
             return _error(400, str(e))
@@ -360,7 +385,8 @@ class AgentEndpoint:
             return _engine_failed()
         call.messages = [dict(m) for m in messages]
         tool_calls = self._tool_calls(s, call.text, tools)
-        s.replies.append(_Reply([_norm(m) for m in messages], call.text, tuple(c["id"] for c in tool_calls), call))
+        seen = None if prompt_text is None else prompt_text + self.tokenizer.decode(call.completion_ids)
+        s.replies.append(_Reply(norm, call.text, tuple(c["id"] for c in tool_calls), call, seen))
         finish = "tool_calls" if tool_calls else ("length" if call.finish_reason == "length" else "stop")
         message = {"role": "assistant", "content": None if tool_calls else call.text}
         if tool_calls:
