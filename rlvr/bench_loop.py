@@ -180,7 +180,9 @@ def bench_agent(recipe_path: str | None = None, trajectories: int = 256, overrid
         single_turn(trainer, rows[:2])  # warm-up
         out["single_turn"] = single_turn(trainer, rows)
         for style in styles or list(STYLES):
-            agent_load(trainer, rows[:2], agent=STYLES[style])
+            # Warm-up at full size: a training step after the first finds the pool's threads started (a def
+            # agent holds one each) and the shared clients built; the first step pays for them once.
+            agent_load(trainer, rows, agent=STYLES[style])
             r = agent_load(trainer, rows, agent=STYLES[style])
             r.pop("comps")
             r["samples_per_s"] = r["trajectories_per_s"]

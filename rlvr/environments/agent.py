@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -289,7 +290,27 @@ def agent_pool(threads: int):
     pool = _POOLS.get(threads)
     if pool is None:
         pool = _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rlvr-agent")
+        threading.Thread(target=_start_threads, args=(pool, threads), daemon=True, name="rlvr-agent-pool-start").start()
     return pool
+
+
+def _start_threads(pool, threads: int) -> None:
+    """Start the pool's threads from this side thread: a pool starts a thread inside ``submit``, which waits
+    for the new thread to take the GIL (up to a switch interval each under load: 512 cold starts cost the
+    first step seconds, with the event loop blocked); started here, the agents find them idle."""
+    gate = threading.Barrier(threads + 1)
+
+    def hold():
+        try:
+            gate.wait(timeout=120)
+        except threading.BrokenBarrierError:
+            pass
+    for _ in range(threads):
+        pool.submit(hold)
+    try:
+        gate.wait(timeout=120)
+    except threading.BrokenBarrierError:
+        pass
 
 
 def _skip_platform_probe(client) -> None:
