@@ -154,26 +154,65 @@ def agent_load(trainer, rows: list[dict], agent: str = "ask_twice") -> dict:
             "engine_ms_p50": pct(engine, 0.5), "engine_ms_p99": pct(engine, 0.99), "comps": comps}
 
 
-def bench_agent(recipe_path: str | None = None, trajectories: int = 256, overrides: list[str] = ()) -> dict:
+def bench_agent(recipe_path: str | None = None, trajectories: int = 256, overrides: list[str] = (),
+                vs_single_turn: bool = False, styles: list[str] | None = None) -> dict:
+    """`rlvr bench agent`: trajectories at once through the endpoint. With `vs_single_turn`, samples/s of the
+    plain single-turn path against each agent style (environments/bench_agents.py: one chat call per
+    trajectory) on the same engine and prompts, and their ratios."""
     from rlvr.config import load_recipe
     from rlvr.controller import Trainer, prepare
+    from rlvr.environments.bench_agents import STYLES
 
+    plugins = "environments.plugins=[rlvr.environments.bench_agents]" if vs_single_turn else None
     recipe = load_recipe(recipe_path or DEFAULT_RECIPE, ["train.eval_every=0", "train.save_every=0", "logging.wandb=false",
                                                          "logging.progress=false", "name=bench-agent", "output_dir=runs/bench",
-                                                         *overrides])
+                                                         *([plugins] if plugins else []), *overrides])
     trainer = Trainer(prepare(recipe))
     try:
         trainer.start()
         rows = trainer.prep.train_rows[:max(1, trajectories // recipe.rollout.n)]
-        agent_load(trainer, rows[:2])  # warm-up: the endpoint starts, first-call costs stay out
-        out = agent_load(trainer, rows)
+        if not vs_single_turn:
+            agent_load(trainer, rows[:2])  # warm-up: the endpoint starts, first-call costs stay out
+            out = agent_load(trainer, rows)
+            out.pop("comps")
+            return out
+        out = {"trajectories": len(rows) * recipe.rollout.n, "styles": {}}
+        single_turn(trainer, rows[:2])  # warm-up
+        out["single_turn"] = single_turn(trainer, rows)
+        for style in styles or list(STYLES):
+            # Warm-up at full size: a training step after the first finds the pool's threads started (a def
+            # agent holds one each) and the shared clients built; the first step pays for them once.
+            agent_load(trainer, rows, agent=STYLES[style])
+            r = agent_load(trainer, rows, agent=STYLES[style])
+            r.pop("comps")
+            r["samples_per_s"] = r["trajectories_per_s"]
+            r["ratio"] = r["samples_per_s"] / out["single_turn"]["samples_per_s"]
+            out["styles"][style] = r
+        return out
     finally:
         trainer.shutdown()
-    out.pop("comps")
-    return out
+
+
+def single_turn(trainer, rows: list[dict]) -> dict:
+    """The plain path: the rows' prompts sampled rollout.n times each, as a training step does (no scoring)."""
+    from rlvr.data import render_prompt
+
+    t0 = time.time()
+    comps, _, _ = trainer.collect(trainer.submit([render_prompt(trainer.prep.tokenizer, r) for r in rows]))
+    seconds = time.time() - t0
+    return {"samples": len(comps), "seconds": seconds, "samples_per_s": len(comps) / seconds}
 
 
 def format_agent(r: dict) -> str:
+    if "styles" in r:
+        st = r["single_turn"]
+        lines = [f"agent path vs single-turn, {r['trajectories']} trajectories at once, one chat call each, same engine and prompts",
+                 f"  single-turn        {st['samples_per_s']:8.1f} samples/s ({st['seconds']:.2f}s)"]
+        for style, a in r["styles"].items():
+            lines.append(f"  agent {style:<12} {a['samples_per_s']:8.1f} samples/s ({a['seconds']:.2f}s) = {a['ratio']:.3f} of "
+                         f"single-turn (target >= 0.33); errors {a['errors']}; endpoint adds p50 {a['endpoint_ms_p50']:.1f} ms, "
+                         f"p99 {a['endpoint_ms_p99']:.1f} ms per call")
+        return "\n".join(lines)
     return (f"agent endpoint load: {r['trajectories']} concurrent trajectories ({r['calls']} calls) in {r['seconds']:.1f}s "
             f"= {r['trajectories_per_s']:.1f} trajectories/s; errors {r['errors']}, keys left open {r['open_sessions']}\n"
             f"  per call, added by the endpoint: p50 {r['endpoint_ms_p50']:.1f} ms, p99 {r['endpoint_ms_p99']:.1f} ms "

@@ -277,7 +277,8 @@ def cmd_bench(args) -> int:
         from rlvr.config import RecipeError
 
         try:
-            print(format_agent(bench_agent(args.recipe, trajectories=args.trajectories, overrides=args.set or [])))
+            print(format_agent(bench_agent(args.recipe, trajectories=args.trajectories, overrides=args.set or [],
+                                            vs_single_turn=args.vs_single_turn, styles=args.style)))
         except RecipeError as e:
             return _fail(str(e))
         return 0
@@ -480,6 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--recipe", help="recipe whose engines serve the agent (default: recipes/toy_addition_cpu.yaml)")
     ba.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)")
     ba.add_argument("--trajectories", type=int, default=256, help="trajectories at once (default 256)")
+    ba.add_argument("--vs-single-turn", action="store_true",
+                    help="samples/s of single-turn vs each agent style (handed client, own AsyncOpenAI, sync def), one call each")
+    ba.add_argument("--style", action="append", choices=["handed", "own_client", "own_shared", "sync"],
+                    help="with --vs-single-turn: only these agent styles (repeatable; default all three)")
     bs = bsub.add_parser("sync", help="learner -> rollout weight transfer GB/s between two local processes")
     bs.add_argument("--gb", type=float, default=1.0, help="model-shaped tensors adding up to this many GB (default 1)")
     bs.add_argument("--bucket-mb", type=int, default=256, help="weight-sync bucket size in MiB (default 256)")

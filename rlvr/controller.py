@@ -219,7 +219,8 @@ class Trainer:
         if e.max_total_tokens:
             limits["max_total_tokens"] = e.max_total_tokens
         return {"env": row["env"], "row": row, "env_options": e.options.get(row["env"], {}), "plugins": list(e.plugins),
-                "limits": limits, "max_tokens": e.max_tokens_per_turn or self.recipe.rollout.max_tokens}
+                "limits": limits, "max_tokens": e.max_tokens_per_turn or self.recipe.rollout.max_tokens,
+                "agent_threads": e.agent_threads or self.recipe.train.prompts_per_step * self.recipe.rollout.n}
 
     def collect(self, batch, on_group=None) -> tuple[list, list, float]:
         """Completions in prompt order, each prompt's token ids, and wall seconds. `on_group(k, result)`

@@ -324,7 +324,7 @@ class RolloutActor:
 
     async def run_env(self, row: dict, *, env: str, env_options: dict, plugins: list[str], limits: dict, n: int,
                       temperature: float, top_p: float = 1.0, max_tokens: int = 16, greedy: bool = False,
-                      prompt_index: int = 0, **_) -> GroupResult:
+                      prompt_index: int = 0, agent_threads: int = 512, **_) -> GroupResult:
         """n multi-turn trajectories of one row in its environment, concurrently (environments/trajectory.py).
         Environment steps and tools run in this actor's event loop, never inside the engine."""
         from rlvr.environments import get_environment, load_environment_plugins
@@ -347,7 +347,8 @@ class RolloutActor:
 
         t0 = time.time()
         if isinstance(get_environment(env, **env_options), AgentEnvironment):
-            comps, prompt_ids = await self._run_agents(row, env, env_options, turn, lim, 1 if greedy else n, prompt_index)
+            comps, prompt_ids = await self._run_agents(row, env, env_options, turn, lim, 1 if greedy else n, prompt_index,
+                                                       agent_threads)
             return GroupResult(comps, prompt_ids, self.engine_index, t0, time.time())
         trajs = await asyncio.gather(*(run_trajectory(get_environment(env, **env_options), row, self.tokenizer, turn, lim)
                                        for _ in range(1 if greedy else n)))
@@ -386,17 +387,25 @@ class RolloutActor:
         ep = getattr(self, "_agent_endpoint", None)
         return {"sessions": len(ep.sessions) if ep else 0, "refused": ep.refused if ep else 0}
 
-    async def _run_agents(self, row: dict, env: str, env_options: dict, turn, lim, k: int, prompt_index: int):
+    async def _run_agents(self, row: dict, env: str, env_options: dict, turn, lim, k: int, prompt_index: int,
+                          threads: int = 512):
         """k runs of a registered agent against this actor's endpoint; each run's trajectory holding its last
-        call is the completion, any other trajectory of the run is one of its branches."""
+        call is the completion, any other trajectory of the run is one of its branches. EngineDead from any
+        run ends the others and propagates (the group is rerun elsewhere)."""
         from rlvr.environments import get_environment
-        from rlvr.environments.agent import run_agent
+        from rlvr.environments.agent import CallIds, agent_pool, run_agent
         from rlvr.environments.trajectory import render_opening
 
         ep = await self.agent_endpoint()
-        settings = dict(generate=turn, max_tokens=lim.max_tokens_per_turn, max_total_tokens=lim.max_total_tokens)
-        runs = await asyncio.gather(*(run_agent(get_environment(env, **env_options), row, ep, settings, lim.timeout_s)
-                                      for _ in range(k)))
+        settings = dict(generate=turn, max_tokens=lim.max_tokens_per_turn, max_total_tokens=lim.max_total_tokens,
+                        max_turns=lim.max_turns)
+        tasks = [asyncio.ensure_future(run_agent(get_environment(env, **env_options), row, ep, settings, lim.timeout_s,
+                                                 agent_pool(threads))) for _ in range(k)]
+        try:
+            runs = await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
         try:  # the row's own prompt: the fallback of a run that never called the model
             fallback = render_opening(self.tokenizer, [dict(m) for m in row["messages"]], [])
         except Exception:
@@ -415,7 +424,7 @@ class RolloutActor:
             last = run.calls[-1] if run.calls else None
             messages = [*last.messages, {"role": "assistant", "content": last.text}] if last and last.messages else []
             traj = {"messages": messages, "turns": len(run.calls),
-                    "calls": [[c.prompt_ids, c.completion_ids] for c in run.calls], "reason": run.reason,
+                    "calls": CallIds.of(run), "reason": run.reason,
                     "step_rewards": [] if run.reward is None else [float(run.reward)], "agent_reward": run.reward,
                     "info": run.info, "error": run.error, "endpoint_seconds": run.endpoint_seconds,
                     "engine_seconds": [c.seconds for c in run.calls]}

@@ -5,8 +5,9 @@ thread and gets a synchronous ``openai.OpenAI``), registered with ``@register_ag
 chosen by rows like any environment (``env: name``). ``client`` is a real ``openai`` client whose
 ``base_url`` is the rollout actor's endpoint (``endpoint.py``) and whose ``api_key`` is a key that
 lives as long as this one trajectory; ``client.base_url`` and ``client.api_key`` serve any other
-HTTP client. The endpoint records the exact ids of every call; ``assemble`` turns the calls into
-trajectories for the learner.
+HTTP client. The handed client reaches the endpoint in-process (``shared_http_client``: no sockets, no
+per-client SSL context); pass that to an ``openai`` client you build yourself for the same. The endpoint
+records the exact ids of every call; ``assemble`` turns the calls into trajectories for the learner.
 
 Assembly is on token ids. A call whose prompt extends an earlier call's ids (prompt + completion:
 the usual chat loop re-sending its history) continues that trajectory: the re-sent part is not
@@ -18,14 +19,19 @@ a delta, so nothing the model saw is re-tokenised (see ``endpoint.py``).
 
 The reward: ``AgentResult.reward`` when the agent gives one; otherwise the row's verifier scores
 ``AgentResult.answer`` (default: the last reply's text). An agent that raises or runs past the
-trajectory timeout gets reward 0 with the reason; the run goes on.
+trajectory timeout (counted from its start; a ``def`` agent's wait for a thread of its pool is apart)
+gets reward 0 with the reason; the run goes on. A call past ``max_turns`` is refused and the run ends
+with reason max_turns. An engine that died under a call is re-raised as EngineDead (the group is rerun).
 """
 from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Callable
 
 from rlvr.environments.base import Environment, EnvironmentConfigError, Observation
@@ -71,24 +77,29 @@ class Segment:
         return self.prompt_ids + self.token_ids
 
 
-def assemble(calls: list[Call]) -> list[Segment]:
+def assemble(calls: list[Call], where: list | None = None) -> list[Segment]:
     """Join calls into trajectories (see the module's doc). Each call continues the longest open
-    trajectory whose ids are a prefix of its prompt; otherwise it starts a new one. Order kept."""
+    trajectory whose ids are a prefix of its prompt; otherwise it starts a new one. Order kept.
+    ``where``, when given, receives per call (trajectory index, prompt length): its prompt is that
+    trajectory's ids up to there, its completion the ids after (``CallIds``)."""
     segments: list[Segment] = []
     for k, c in enumerate(calls):
         best = None
         for s in segments:
             n = len(s.prompt_ids) + len(s.token_ids)
-            if n <= len(c.prompt_ids) and c.prompt_ids[:n] == s.ids and (best is None or n > len(best.ids)):
+            if n <= len(c.prompt_ids) and (best is None or n > len(best.prompt_ids) + len(best.token_ids)) \
+                    and c.prompt_ids[:len(s.prompt_ids)] == s.prompt_ids and c.prompt_ids[len(s.prompt_ids):n] == s.token_ids:
                 best = s
         if best is None:
             best = Segment(list(c.prompt_ids))
             segments.append(best)
         else:
-            appended = c.prompt_ids[len(best.ids):]
+            appended = c.prompt_ids[len(best.prompt_ids) + len(best.token_ids):]
             best.token_ids += appended
             best.logprobs += [0.0] * len(appended)
             best.loss_mask += [0] * len(appended)
+        if where is not None:
+            where.append((segments.index(best), len(c.prompt_ids)))
         best.token_ids += c.completion_ids
         best.logprobs += list(c.logprobs) + [0.0] * (len(c.completion_ids) - len(c.logprobs))
         best.loss_mask += [1] * len(c.completion_ids)
@@ -100,6 +111,40 @@ def assemble(calls: list[Call]) -> list[Segment]:
         best.calls += 1
         best.last_call = k
     return segments
+
+
+class CallIds(Sequence):
+    """Every call's ``(prompt ids, completion ids)``, as shipped to the driver: stored as slices of the
+    run's trajectories (each call's prompt is its trajectory's ids up to it), so the transfer grows
+    with the conversation, not with its square as a list of every call's re-sent prompt would."""
+
+    def __init__(self, segments: list[Segment], where: list[tuple[int, int]], completion_lens: list[int]):
+        self.ids = [s.ids for s in segments]
+        self.spans = [(k, p, p + n) for (k, p), n in zip(where, completion_lens)]
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        k, p, e = self.spans[i]
+        return [self.ids[k][:p], self.ids[k][p:e]]
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"CallIds({list(self)!r})"
+
+    @classmethod
+    def of(cls, run: "AgentRun") -> "CallIds":
+        return cls(run.segments, run.where, [len(c.completion_ids) for c in run.calls])
+
+    @property
+    def shipped_ids(self) -> int:
+        """Ids this object holds (what the transfer carries)."""
+        return sum(len(x) for x in self.ids)
 
 
 class AgentEnvironment(Environment):
@@ -162,6 +207,7 @@ class AgentRun:
     info: dict = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     endpoint_seconds: list[float] = field(default_factory=list)  # per call: time the endpoint added to the engine's
+    where: list[tuple[int, int]] = field(default_factory=list)  # per call: (trajectory index, prompt length)
 
     @property
     def primary(self) -> Segment | None:
@@ -174,33 +220,171 @@ class AgentRun:
         return [s for s in self.segments if s is not p]
 
 
-async def run_agent(env: AgentEnvironment, row: dict, endpoint, session_settings: dict, timeout_s: float) -> AgentRun:
-    """Run the agent once against ``endpoint`` (an AgentEndpoint) with a fresh per-trajectory key."""
+def _http_clients() -> dict:
+    """This process's shared HTTP clients for agents (see ``shared_http_client``)."""
+    global _HTTP
+    if _HTTP is None:
+        import openai
+        try:  # the HTTP library the installed openai SDK is built on
+            import httpx2 as httpx
+        except ImportError:  # pragma: no cover - older SDKs
+            import httpx
+
+        class _Shared:
+            """A close that leaves the shared client open: an agent's ``async with`` or ``close()`` on its
+            own ``openai`` client must not close it for the other trajectories."""
+
+            async def aclose(self) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        class SharedAsyncClient(_Shared, openai.DefaultAsyncHttpxClient):
+            pass
+
+        class SharedClient(_Shared, openai.DefaultHttpxClient):
+            pass
+
+        # The endpoint is on this node: no connection cap (the agents' concurrency is the recipe's); the
+        # client's timeout (run_agent gives the handed ones the trajectory's) or run_agent's bounds a call.
+        from rlvr.environments.endpoint import _transports
+
+        transports = _transports()
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=4096)
+        # Requests to this process's endpoint skip HTTP altogether (InProcessTransport); others go out as usual.
+        _HTTP = {"async": weakref.WeakKeyDictionary(), "sync": SharedClient(transport=transports[1](limits=limits)),
+                 "new_async": lambda: SharedAsyncClient(transport=transports[0](limits=limits))}
+    return _HTTP
+
+
+_HTTP: dict | None = None
+
+
+def shared_http_client(sync: bool = False):
+    """The ``httpx`` client this process's agents share: pass it as ``http_client=`` to an ``openai`` client you
+    build yourself (``openai.AsyncOpenAI(base_url=client.base_url, api_key=client.api_key,
+    http_client=shared_http_client())``) and building that client costs ~0.2 ms instead of ~25 ms (a fresh one
+    makes an SSL context, even for the endpoint's http URL), and its requests to this process's endpoint go
+    in-process (no sockets or HTTP parsing; other URLs go out over the network as usual). ``sync=True``: the ``httpx.Client`` for a plain
+    ``def`` agent's ``openai.OpenAI``. Closing either is a no-op; they live as long as the process (the async
+    one, as long as its event loop)."""
+    h = _http_clients()
+    if sync:
+        return h["sync"]
+    loop = asyncio.get_running_loop()
+    c = h["async"].get(loop)
+    if c is None:
+        c = h["async"][loop] = h["new_async"]()
+    return c
+
+
+_POOLS: dict[int, Any] = {}
+
+
+def agent_pool(threads: int):
+    """The thread pool synchronous (``def``) agents run in: their own, ``threads`` wide (the recipe's
+    ``environments.agent_threads``), not the event loop's small default executor that tools share."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = _POOLS.get(threads)
+    if pool is None:
+        pool = _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rlvr-agent")
+        threading.Thread(target=_start_threads, args=(pool, threads), daemon=True, name="rlvr-agent-pool-start").start()
+    return pool
+
+
+def _start_threads(pool, threads: int) -> None:
+    """Start the pool's threads from this side thread: a pool starts a thread inside ``submit``, which waits
+    for the new thread to take the GIL (up to a switch interval each under load: 512 cold starts cost the
+    first step seconds, with the event loop blocked); started here, the agents find them idle."""
+    gate = threading.Barrier(threads + 1)
+
+    def hold():
+        try:
+            gate.wait(timeout=120)
+        except threading.BrokenBarrierError:
+            pass
+    for _ in range(threads):
+        pool.submit(hold)
+    try:
+        gate.wait(timeout=120)
+    except threading.BrokenBarrierError:
+        pass
+
+
+def _skip_platform_probe(client) -> None:
+    """A new ``AsyncOpenAI`` probes the platform for its headers on its first request in a thread of the
+    loop's default executor: one thread hop per trajectory, queued behind tools. The answer never changes."""
+    global _PLATFORM
+    if getattr(client, "_platform", 0) is None:
+        if _PLATFORM is None:
+            from openai._base_client import get_platform
+
+            _PLATFORM = get_platform()
+        client._platform = _PLATFORM
+
+
+_PLATFORM = None
+
+
+async def _run_sync(env: "AgentEnvironment", row: dict, client, timeout_s: float, pool, info: dict):
+    """Run a ``def`` agent in ``pool``: its clock starts when a thread takes it; the wait before that is
+    ``agent_queue_s`` (bounded by ``timeout_s`` too, so a pool held by hung agents cannot stall the run)."""
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+    t_queue = time.monotonic()
+
+    def body():
+        loop.call_soon_threadsafe(started.set)
+        return env.fn(row, client, **env.options)
+
+    fut = loop.run_in_executor(pool, body)
+    try:
+        await asyncio.wait_for(started.wait(), timeout_s)
+    except asyncio.TimeoutError:
+        fut.cancel()  # not started: it never will
+        info["agent_queue_s"] = time.monotonic() - t_queue
+        raise asyncio.TimeoutError(f"waited {timeout_s:g}s for a thread of the agent pool ({pool._max_workers} "
+                                   "threads, all busy: environments.agent_threads)") from None
+    info["agent_queue_s"] = time.monotonic() - t_queue
+    return await asyncio.wait_for(fut, timeout_s)
+
+
+async def run_agent(env: AgentEnvironment, row: dict, endpoint, session_settings: dict, timeout_s: float,
+                    pool=None) -> AgentRun:
+    """Run the agent once against ``endpoint`` (an AgentEndpoint) with a fresh per-trajectory key.
+    ``session_settings`` go to ``endpoint.open_session`` (``max_turns`` among them). A ``def`` agent runs in
+    ``pool`` (default: ``agent_pool(64)``); its timeout starts when it starts. Raises EngineDead when the engine
+    failed under one of its calls: the group is rerun elsewhere, not trained as this agent's failure."""
     import openai
 
     session = endpoint.open_session(parser=env.parser, **session_settings)
     t0 = time.monotonic()
     reason, error, result = "done", "", None
+    info: dict = {"agent_queue_s": 0.0}
     try:
         if inspect.iscoroutinefunction(env.fn):
-            client = openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=session.key, max_retries=0, timeout=timeout_s)
-            try:
-                result = await asyncio.wait_for(env.fn(row, client, **env.options), timeout_s)
-            finally:
-                await client.close()
+            client = openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=session.key, max_retries=0, timeout=timeout_s,
+                                        http_client=shared_http_client())
+            _skip_platform_probe(client)
+            result = await asyncio.wait_for(env.fn(row, client, **env.options), timeout_s)
         else:
-            client = openai.OpenAI(base_url=endpoint.base_url, api_key=session.key, max_retries=0, timeout=timeout_s)
-            try:
-                result = await asyncio.wait_for(asyncio.to_thread(env.fn, row, client, **env.options), timeout_s)
-            finally:
-                client.close()
-    except asyncio.TimeoutError:
-        reason, error = "timeout", f"the agent ran longer than {timeout_s:g}s"
+            client = openai.OpenAI(base_url=endpoint.base_url, api_key=session.key, max_retries=0, timeout=timeout_s,
+                                   http_client=shared_http_client(sync=True))
+            result = await _run_sync(env, row, client, timeout_s, pool or agent_pool(64), info)
+    except asyncio.TimeoutError as e:
+        reason, error = "timeout", str(e) or f"the agent ran longer than {timeout_s:g}s"
     except Exception as e:  # the user's agent failed: this trajectory's reward, never the run
         reason, error = "env_error", f"{type(e).__name__}: {e}"[:500]
     finally:
         endpoint.close_session(session.key)
-    segments = assemble(session.calls)
+    if session.engine_error is not None:  # the engine failed, not the agent: the scheduler's to handle
+        raise session.engine_error
+    if session.ended == "max_turns" and reason in ("done", "env_error"):
+        reason, error = "max_turns", ""  # scored like a multi-turn trajectory that reached its limit
+    where: list = []
+    segments = assemble(session.calls, where)
     if isinstance(result, str):
         result = AgentResult(answer=result)
     if result is not None and not isinstance(result, AgentResult):
@@ -208,13 +392,15 @@ async def run_agent(env: AgentEnvironment, row: dict, endpoint, session_settings
         result = None
     answer = (result.answer if result is not None and result.answer is not None
               else (session.calls[-1].text if session.calls else ""))
-    info = {"agent_calls": len(session.calls), "agent_trajectories": len(segments),
-            "agent_branches": max(0, len(segments) - 1), "agent_rerender_mismatch": session.rerender_mismatch,
-            "agent_settings_overridden": session.settings_overridden, "agent_seconds": time.monotonic() - t0}
+    info.update({"agent_calls": len(session.calls), "agent_trajectories": len(segments),
+                 "agent_branches": max(0, len(segments) - 1), "agent_rerender_mismatch": session.rerender_mismatch,
+                 "agent_settings_overridden": session.settings_overridden, "agent_seconds": time.monotonic() - t0,
+                 "agent_timeouts": float(reason == "timeout")})
     if result is not None:
         info.update({f"agent/{k}": v for k, v in result.info.items() if isinstance(v, (int, float))})
-    return AgentRun(segments, answer, None if result is None else result.reward, reason, error, info,
-                    session.calls, session.endpoint_seconds)
+    # A run past its timeout is not scored (its last reply may be anything): reward 0, as for a raising agent.
+    reward = 0.0 if reason == "timeout" else (None if result is None else result.reward)
+    return AgentRun(segments, answer, reward, reason, error, info, session.calls, session.endpoint_seconds, where)
 
 
 async def ask_twice(row, client):

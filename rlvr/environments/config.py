@@ -20,3 +20,5 @@ class EnvironmentsConfig(BaseModel):
     max_tokens_per_turn: int | None = Field(None, ge=1, description="tokens one assistant turn may generate (default: rollout.max_tokens)")
     max_total_tokens: int | None = Field(None, ge=1, description="prompt + all turns + observations (default: the engine's context)")
     trajectory_timeout_s: float = Field(300.0, gt=0, description="wall-clock limit of one trajectory's environment steps (reason timeout)")
+    agent_threads: int | None = Field(None, ge=1, description="threads per rollout actor for synchronous (def) agents, "
+                                                              "each holding one for its run (default: train.prompts_per_step x rollout.n)")

@@ -17,9 +17,15 @@ Sampling is the recipe's: the request's ``temperature``, ``top_p`` and the like 
 (counted in ``agent/settings_overridden``); its ``max_tokens`` may only lower the recipe's
 per-turn budget. ``n`` must be 1. Tool calls in the model's text are parsed by the agent's
 ``parser`` and returned as OpenAI ``tool_calls`` when the request offers ``tools``.
+
+Limits and failures: a call past the session's ``max_turns`` gets 400 (the run ends with reason
+max_turns); a call under which the engine died gets 503, and so does any later one of that
+trajectory (``run_agent`` re-raises the EngineDead). Clients in this process (the handed one, and
+``agent.shared_http_client()``) skip HTTP: their transport calls ``dispatch`` with the request.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import socket
@@ -29,6 +35,7 @@ from typing import Any
 
 from rlvr.environments.agent import Call
 from rlvr.environments.base import content_text
+from rlvr.errors import EngineDead
 
 _SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty",
                     "repetition_penalty", "seed", "logit_bias")
@@ -40,6 +47,7 @@ class _Reply:
     text: str  # the generated text (special tokens skipped)
     tool_call_ids: tuple
     call: Call
+    seen_text: str | None = None  # the text of prompt + completion ids, where known: a continuation tokenises only what follows
 
 
 @dataclass
@@ -51,11 +59,14 @@ class Session:
     max_tokens: int
     max_total_tokens: int
     parser: str = "hermes"
+    max_turns: int | None = None  # calls this trajectory may make (environments.max_turns); later ones are refused
     calls: list[Call] = field(default_factory=list)
     replies: list[_Reply] = field(default_factory=list)
     rerender_mismatch: int = 0
     settings_overridden: int = 0
     endpoint_seconds: list[float] = field(default_factory=list)  # per call: handler time minus engine time
+    ended: str = ""  # "max_turns" once a call past max_turns was refused
+    engine_error: BaseException | None = None  # the engine died under a call: run_agent re-raises it (EngineDead)
 
 
 def _norm(m: Any) -> tuple:
@@ -73,8 +84,80 @@ def _error(status: int, message: str, kind: str = "invalid_request_error"):
     return web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status)
 
 
+def _engine_failed():
+    return _error(503, "the engine serving this trajectory failed; its group is rerun on another engine", "server_error")
+
+
 def _unauthorized():
     return _error(401, "no live trajectory key in Authorization: Bearer or the /k/KEY/ path", "authentication_error")
+
+
+_ENDPOINTS: dict[tuple, "AgentEndpoint"] = {}  # this process's endpoints by (host, port), for InProcessTransport
+
+
+class _Request:
+    """What the handlers read of an aiohttp request, for one handed over in-process."""
+
+    def __init__(self, key: str | None, headers, body: bytes):
+        self.match_info = {"key": key} if key is not None else {}
+        self.headers, self._body = headers, body
+
+    async def json(self):
+        return json.loads(self._body)
+
+
+def _transports():
+    """In-process httpx transports (the ``openai`` SDK's httpx): a request to an endpoint of this process goes
+    straight to its handlers; anything else goes out over the network as usual."""
+    try:  # the HTTP library the installed openai SDK is built on
+        import httpx2 as httpx
+    except ImportError:  # pragma: no cover - older SDKs
+        import httpx
+
+    def response(r, request):
+        return httpx.Response(r.status, headers={"content-type": r.content_type, **{k: v for k, v in r.headers.items()
+                                                                                     if k.lower() == "cache-control"}},
+                              content=r.body, request=request)
+
+    class InProcessAsyncTransport(httpx.AsyncBaseTransport):
+        def __init__(self, **kw):
+            self.fallback = httpx.AsyncHTTPTransport(**kw)
+
+        async def handle_async_request(self, request):
+            ep = _ENDPOINTS.get((request.url.host, request.url.port))
+            if ep is None or ep._loop is not asyncio.get_running_loop():
+                return await self.fallback.handle_async_request(request)
+            return response(await ep.dispatch(request.method, request.url.path, request.headers, await request.aread()),
+                            request)
+
+        async def aclose(self) -> None:
+            await self.fallback.aclose()
+
+    class InProcessTransport(httpx.BaseTransport):
+        """For synchronous agents in threads: the request runs in the endpoint's event loop."""
+
+        def __init__(self, **kw):
+            self.fallback = httpx.HTTPTransport(**kw)
+
+        def handle_request(self, request):
+            ep = _ENDPOINTS.get((request.url.host, request.url.port))
+            if ep is None or _on_loop(ep._loop):  # from the loop's own thread it would wait on itself
+                return self.fallback.handle_request(request)
+            fut = asyncio.run_coroutine_threadsafe(ep.dispatch(request.method, request.url.path, request.headers,
+                                                               request.read()), ep._loop)
+            return response(fut.result(), request)
+
+        def close(self) -> None:
+            self.fallback.close()
+
+    return InProcessAsyncTransport, InProcessTransport
+
+
+def _on_loop(loop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 class AgentEndpoint:
@@ -84,6 +167,7 @@ class AgentEndpoint:
         self.port: int | None = None
         self.refused = 0  # requests without a live key
         self._runner = None
+        self._loop = None
         self._ids = 0
 
     @property
@@ -107,15 +191,32 @@ class AgentEndpoint:
         sock.bind((self.host, 0))
         self.port = sock.getsockname()[1]
         await web.SockSite(self._runner, sock, backlog=1024).start()
+        self._loop = asyncio.get_running_loop()
+        _ENDPOINTS[(self.host, self.port)] = self
         return self
 
     async def stop(self) -> None:
+        _ENDPOINTS.pop((self.host, self.port), None)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
 
-    def open_session(self, *, generate, max_tokens: int, max_total_tokens: int, parser: str = "hermes") -> Session:
-        s = Session(secrets.token_urlsafe(24), generate, max_tokens, max_total_tokens, parser)
+    async def dispatch(self, method: str, path: str, headers, body: bytes):
+        """Serve one request handed over in-process (``InProcessTransport``): the same handlers as over HTTP,
+        minus the sockets, HTTP parsing and connection pools. Returns an aiohttp ``web.Response``."""
+        key = None
+        if path.startswith("/k/"):
+            _, _, key, path = path.split("/", 3)
+            path = "/" + path
+        handler = {("POST", "/v1/chat/completions"): self._chat, ("POST", "/v1/completions"): self._completions,
+                   ("GET", "/v1/models"): self._models}.get((method, path))
+        if handler is None:
+            return _error(404, f"{method} {path}: not served here (/v1/chat/completions, /v1/completions, /v1/models)")
+        return await handler(_Request(key, headers, body))
+
+    def open_session(self, *, generate, max_tokens: int, max_total_tokens: int, parser: str = "hermes",
+                     max_turns: int | None = None) -> Session:
+        s = Session(secrets.token_urlsafe(24), generate, max_tokens, max_total_tokens, parser, max_turns)
         self.sessions[s.key] = s
         return s
 
@@ -152,6 +253,12 @@ class AgentEndpoint:
             return _unauthorized()
         return web.json_response({"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "rlvr"}]})
 
+    def _turn_left(self, s: Session) -> None:
+        """Refuses a call past the trajectory's max_turns (the run then ends with reason max_turns)."""
+        if s.max_turns is not None and len(s.calls) >= s.max_turns:
+            s.ended = "max_turns"
+            raise ValueError(f"max_turns: this trajectory has made its {s.max_turns} calls (environments.max_turns)")
+
     def _budget(self, s: Session, body: dict, prompt_len: int) -> int:
         asked = body.get("max_completion_tokens") or body.get("max_tokens")
         if any(k in body and body[k] is not None for k in _SAMPLING_FIELDS):
@@ -165,8 +272,14 @@ class AgentEndpoint:
         return budget
 
     async def _generate(self, s: Session, prompt_ids: list[int], budget: int) -> Call:
+        if s.engine_error is not None:  # the engine is gone: a retry must not reach it again
+            raise s.engine_error
         t_engine = time.perf_counter()
-        ids, lps, finish, spans = await s.generate(prompt_ids, budget)
+        try:
+            ids, lps, finish, spans = await s.generate(prompt_ids, budget)
+        except EngineDead as e:  # not the agent's fault: run_agent re-raises it, the scheduler reruns the group
+            s.engine_error = e
+            raise
         engine_s = time.perf_counter() - t_engine
         eos = self.tokenizer.eos_token_id
         text = self.tokenizer.decode([t for t in ids if t != eos], skip_special_tokens=True)
@@ -174,13 +287,30 @@ class AgentEndpoint:
         s.calls.append(call)
         return call
 
-    def _chat_prompt(self, s: Session, messages: list[dict], tools: list | None) -> list[int]:
-        """Exact ids when the request continues an earlier reply (see the module's doc), else the whole rendering."""
-        from rlvr.environments.template import TemplateMismatchError, render_delta
-        from rlvr.environments.trajectory import render_opening
+    def _opening_text(self, messages: list[dict], tools: list | None) -> str:
+        """``render_opening``'s text (the chat template with the tools offered and the generation prompt)."""
+        from rlvr.data.template import render_prompt
 
-        full = render_opening(self.tokenizer, messages, tools or [])
-        norm = [_norm(m) for m in messages]
+        if getattr(self.tokenizer, "chat_template", None) and tools:
+            return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+        return render_prompt(self.tokenizer, {"messages": messages})
+
+    def _encode(self, text: str) -> list[int]:
+        """``encode_prompts`` for one text, straight through the fast tokenizer's backend where there is one
+        (the same ids; the ``transformers`` call around it costs ~0.5 ms, more than the tokenising)."""
+        if not text:
+            return []
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            return backend.encode(text, add_special_tokens=False).ids
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _chat_prompt(self, s: Session, messages: list[dict], tools: list | None, norm: list) -> tuple[list[int], str | None]:
+        """Exact ids when the request continues an earlier reply (see the module's doc), else the whole rendering;
+        with the text those ids are (None where they are not one rendering's)."""
+        from rlvr.environments.template import TemplateMismatchError, render_delta
+
+        text = self._opening_text(messages, tools)
         for r in reversed(s.replies):
             n = len(r.messages)
             if len(norm) <= n + 1 or norm[:n] != r.messages:
@@ -188,6 +318,14 @@ class AgentEndpoint:
             said = norm[n]
             if said[0] != "assistant" or not (said[1] == r.text or (r.tool_call_ids and said[2] == r.tool_call_ids)):
                 continue
+            if r.seen_text is not None and text.startswith(r.seen_text):
+                # The usual case: the rendering extends what the model saw, as text: only the rest is tokenised,
+                # so a call's cost does not grow with the history it re-sends.
+                return r.call.prompt_ids + r.call.completion_ids + self._encode(text[len(r.seen_text):]), text
+            full = self._encode(text)
+            seen = len(r.call.prompt_ids) + len(r.call.completion_ids)
+            if full[:len(r.call.prompt_ids)] == r.call.prompt_ids and full[len(r.call.prompt_ids):seen] == r.call.completion_ids:
+                return full, text  # the whole rendering extends what the model saw
             eos = self.tokenizer.eos_token_id
             ended = bool(r.call.completion_ids) and r.call.completion_ids[-1] == eos
             so_far = [dict(m) for m in messages[:n]] + [{"role": "assistant", "content": r.text}]
@@ -196,12 +334,13 @@ class AgentEndpoint:
                                      stop_text=self.tokenizer.eos_token if ended else "")
             except TemplateMismatchError:
                 s.rerender_mismatch += 1
-                return full
+                return full, text
             exact = r.call.prompt_ids + r.call.completion_ids + delta
             if exact != full:
                 s.rerender_mismatch += 1
-            return exact
-        return full
+                return exact, None
+            return exact, text
+        return self._encode(text), text
 
     def _tool_calls(self, s: Session, text: str, tools: list | None) -> list[dict]:
         from rlvr.environments.parsers import get_parser
@@ -234,14 +373,20 @@ class AgentEndpoint:
             messages, tools = body.get("messages"), body.get("tools") or None
             if not isinstance(messages, list) or not messages:
                 raise ValueError("messages: a non-empty list of messages is required")
-            prompt_ids = self._chat_prompt(s, messages, tools)
+            self._turn_left(s)
+            norm = [_norm(m) for m in messages]
+            prompt_ids, prompt_text = self._chat_prompt(s, messages, tools, norm)
             budget = self._budget(s, body, len(prompt_ids))
         except ValueError as e:
             return _error(400, str(e))
-        call = await self._generate(s, prompt_ids, budget)
+        try:
+            call = await self._generate(s, prompt_ids, budget)
+        except EngineDead:
+            return _engine_failed()
         call.messages = [dict(m) for m in messages]
         tool_calls = self._tool_calls(s, call.text, tools)
-        s.replies.append(_Reply([_norm(m) for m in messages], call.text, tuple(c["id"] for c in tool_calls), call))
+        seen = None if prompt_text is None else prompt_text + self.tokenizer.decode(call.completion_ids)
+        s.replies.append(_Reply(norm, call.text, tuple(c["id"] for c in tool_calls), call, seen))
         finish = "tool_calls" if tool_calls else ("length" if call.finish_reason == "length" else "stop")
         message = {"role": "assistant", "content": None if tool_calls else call.text}
         if tool_calls:
@@ -249,21 +394,16 @@ class AgentEndpoint:
         usage = {"prompt_tokens": len(prompt_ids), "completion_tokens": len(call.completion_ids),
                  "total_tokens": len(prompt_ids) + len(call.completion_ids)}
         rid, created = f"chatcmpl-{secrets.token_hex(8)}", int(time.time())
-        if body.get("stream"):
-            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-            await resp.prepare(request)
+        if body.get("stream"):  # the whole reply is ready: its chunks go out as one event-stream body
             delta = dict(message)
             if tool_calls:
                 delta["tool_calls"] = [dict(c, index=k) for k, c in enumerate(tool_calls)]
-            for choice in ({"index": 0, "delta": delta, "finish_reason": None},
-                           {"index": 0, "delta": {}, "finish_reason": finish}):
-                chunk = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": self.model_name,
-                         "choices": [choice]}
-                await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            await resp.write(b"data: [DONE]\n\n")
-            await resp.write_eof()
+            sse = "".join(f"data: {json.dumps({'id': rid, 'object': 'chat.completion.chunk', 'created': created, 'model': self.model_name, 'choices': [choice]})}\n\n"
+                          for choice in ({"index": 0, "delta": delta, "finish_reason": None},
+                                         {"index": 0, "delta": {}, "finish_reason": finish}))
             s.endpoint_seconds.append(time.perf_counter() - t0 - call.seconds)
-            return resp
+            return web.Response(body=(sse + "data: [DONE]\n\n").encode(), content_type="text/event-stream",
+                                headers={"Cache-Control": "no-cache"})
         s.endpoint_seconds.append(time.perf_counter() - t0 - call.seconds)
         return web.json_response({"id": rid, "object": "chat.completion", "created": created, "model": self.model_name,
                                   "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
@@ -289,10 +429,14 @@ class AgentEndpoint:
                 prompt_ids = list(prompt)
             else:
                 raise ValueError("prompt: one string or one list of token ids")
+            self._turn_left(s)
             budget = self._budget(s, body, len(prompt_ids))
         except ValueError as e:
             return _error(400, str(e))
-        call = await self._generate(s, prompt_ids, budget)
+        try:
+            call = await self._generate(s, prompt_ids, budget)
+        except EngineDead:
+            return _engine_failed()
         s.endpoint_seconds.append(time.perf_counter() - t0 - call.seconds)
         return web.json_response({
             "id": f"cmpl-{secrets.token_hex(8)}", "object": "text_completion", "created": int(time.time()),

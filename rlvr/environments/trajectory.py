@@ -178,7 +178,9 @@ def env_metrics(trajectories: list[dict], prefix: str = "env/") -> dict[str, flo
         return {}
     out = {f"{prefix}turns": sum(t["turns"] for t in trajectories) / n,
            f"{prefix}tool_call_rate": sum(bool(t["info"].get("tool_calls")) for t in trajectories) / n,
-           f"{prefix}errors": sum(t["reason"] == "env_error" for t in trajectories) / n,
+           # an agent past its timeout is an error too (reward 0; an environment's timeout only truncates)
+           f"{prefix}errors": sum(t["reason"] == "env_error" or bool(t["info"].get("agent_timeouts"))
+                                  for t in trajectories) / n,
            f"{prefix}reset_errors": float(sum(bool(t.get("reset_failed")) for t in trajectories))}
     for key in ("tool_calls", "tool_errors", "tool_seconds"):
         totals: dict[str, float] = {}
@@ -187,9 +189,9 @@ def env_metrics(trajectories: list[dict], prefix: str = "env/") -> dict[str, flo
                 totals[tool] = totals.get(tool, 0.0) + float(v)
         out.update({f"{prefix}{key}/{tool}": v / n for tool, v in totals.items()})
     agents = [t["info"] for t in trajectories if "agent_calls" in t["info"]]
-    for key in ("calls", "branches", "rerender_mismatch", "settings_overridden"):
+    for key in ("calls", "branches", "rerender_mismatch", "settings_overridden", "queue_s"):
         if agents:
-            out[f"agent/{key}"] = sum(i[f"agent_{key}"] for i in agents) / len(agents)
+            out[f"agent/{key}"] = sum(i.get(f"agent_{key}", 0.0) for i in agents) / len(agents)
     for reason in ("max_turns", "max_total_tokens", "timeout", "length"):
         share = sum(t["reason"] == reason for t in trajectories) / n
         if share:
