@@ -430,7 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(fn=cmd_plot)
 
     ev = sub.add_parser("eval", help="accuracy and pass@k of a model on data files (vLLM + verifiers, no Ray)")
-    ev.add_argument("--model", required=True, help="Hugging Face model directory (config.json + tokenizer)")
+    ev.add_argument("--model", required=True, help="Hugging Face model directory (config.json + tokenizer) or Hub id org/name")
+    ev.add_argument("--revision", help="Hub branch, tag or commit of a Hub --model (default main)")
     ev.add_argument("--data", action="append", required=True, metavar="FILE",
                     help="rows as for data.train/eval: jsonl, parquet, datasets directory (repeatable)")
     ev.add_argument("--n", type=int, default=1, help="samples per prompt (default 1: greedy)")

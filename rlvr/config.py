@@ -29,7 +29,10 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    path: str = Field(..., description="Hugging Face checkpoint directory of the initial policy (config.json, weights, tokenizer)")
+    path: str = Field(..., description="initial policy: a Hugging Face checkpoint directory (config.json, weights, tokenizer) "
+                      "or a Hub model id org/name (an existing local path wins)")
+    revision: str | None = Field(None, description="Hub branch, tag or commit of a Hub id (default main); the run's "
+                                 "config.yaml records the commit it resolved to")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights' dtype in vLLM and the learner (bf16 on GPU, fp32 on CPU)")
 
 
@@ -296,6 +299,12 @@ def recipe_paths(recipe: Recipe) -> list[tuple[str, str]]:
     return out
 
 
+def is_hub_path(path: str) -> bool:
+    from rlvr.hub import is_hub_id
+
+    return is_hub_id(path)
+
+
 def external_source(recipe: Recipe, path: str) -> str | None:
     """How to get `path` when the recipe declares it (or a directory above it) in external_paths, else None."""
     p = Path(os.path.normpath(path))
@@ -306,11 +315,29 @@ def external_source(recipe: Recipe, path: str) -> str | None:
     return None
 
 
+def resolve_models(recipe: Recipe) -> None:
+    """Hub ids among the recipe's models are fetched (or found in the cache) now, on the driver, and each
+    one's commit pinned into its `revision`, so every process loads the same files (rlvr.hub)."""
+    from rlvr.hub import ModelPathError, is_hub_id, resolve
+
+    models = [("model", recipe.model)] + [(f"judges.{n}", j) for n, j in recipe.judges.items() if j.path is not None]
+    models += [(f"reward_models.{n}", m) for n, m in recipe.reward_models.items()]
+    for field, cfg in models:
+        if is_hub_id(cfg.path) and not external_source(recipe, cfg.path):
+            try:
+                cfg.revision = resolve(cfg.path, cfg.revision, f"{field}.path")[1]
+            except ModelPathError as e:
+                raise RecipeError(str(e)) from None
+
+
 def check_paths(recipe: Recipe) -> None:
     """Missing inputs are recipe errors, found before any cluster starts."""
+    resolve_models(recipe)
     for field, path in recipe_paths(recipe):
         how = external_source(recipe, path)
         hint = f" (get it with: {how})" if how else ""
+        if not field.startswith("data.") and is_hub_path(path) and not how:
+            continue  # resolved above
         if field.endswith(".path") and not field.startswith("data.") and not (Path(path) / "config.json").is_file():
             raise RecipeError(f"{field}: no Hugging Face checkpoint at {path} (config.json missing){hint}")
         if not Path(path).exists():

@@ -52,7 +52,7 @@ def prepare(recipe: Recipe) -> Prepared:
     except (DataError, PluginError, PreflightError, EnvironmentConfigError) as e:
         raise RecipeError(str(e)) from None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(recipe.model.path)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir(recipe))
     except Exception as e:
         raise RecipeError(f"model.path: cannot load a tokenizer from {recipe.model.path} ({e})") from None
     if recipe.data.max_prompt_tokens:
@@ -61,6 +61,13 @@ def prepare(recipe: Recipe) -> Prepared:
         raise RecipeError("data.train: no usable rows after loading and filtering")
     report = str(getattr(train_rows, "report", ""))
     return Prepared(recipe, tokenizer, list(train_rows), list(eval_rows), report)
+
+
+def model_dir(recipe: Recipe) -> str:
+    """The policy's local directory: model.path itself, or the snapshot of the Hub commit pinned in model.revision."""
+    from rlvr.hub import local_path
+
+    return local_path(recipe.model.path, recipe.model.revision)
 
 
 def check_environments(recipe: Recipe, names: list[str]) -> None:
@@ -134,7 +141,7 @@ class Trainer:
         self.micro_batches = max(1, math.ceil(samples / r.learner.ranks / r.algorithm.num_minibatches / r.learner.micro_batch_size))
         Learner = ray.remote(LearnerActor)
         self.learners = [Learner.options(**self.placement.learner_options(i)).remote(
-            r.model.path, rank=i, world_size=r.learner.ranks, learner=r.learner.model_dump(), algorithm=r.algorithm.model_dump(),
+            model_dir(r), rank=i, world_size=r.learner.ranks, learner=r.learner.model_dump(), algorithm=r.algorithm.model_dump(),
             total_steps=r.train.steps, micro_batches=self.micro_batches, seed=r.seed, dtype=r.model.dtype)
             for i in range(r.learner.ranks)]
         self.rollouts = [self._new_engine(i, self.placement.rollout_options(i)) for i in range(r.rollout.engines)]
@@ -298,7 +305,7 @@ class Trainer:
 
         r = self.recipe
         return ray.remote(RolloutActor).options(**options).remote(
-            r.model.path, seed=r.seed, max_model_len=r.rollout.max_model_len, dtype=r.model.dtype,
+            model_dir(r), seed=r.seed, max_model_len=r.rollout.max_model_len, dtype=r.model.dtype,
             kv_cache_gib=r.rollout.kv_cache_gib, tensor_parallel_size=r.rollout.tensor_parallel_size,
             gpu_memory_utilization=r.rollout.gpu_memory_utilization, enforce_eager=r.rollout.enforce_eager, engine_index=i,
             lora_rank=r.learner.lora.rank if r.learner.lora else None)
