@@ -91,6 +91,16 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from rlvr.config import RecipeError
+    from rlvr.doctor import run
+
+    try:
+        return run(args.recipe, args.set or [])
+    except RecipeError as e:
+        return _fail(str(e))
+
+
 def cmd_config(args) -> int:
     from rlvr.config import field_reference
 
@@ -375,6 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run from its newest checkpoint (default run dir: output_dir/name)")
     t.add_argument("--overwrite", action="store_true", help="start over in a run directory that already holds a run")
     t.set_defaults(fn=cmd_train)
+
+    dr = sub.add_parser("doctor", help="what this machine offers (GPUs, vLLM/torch builds, DeepSpeed ops, bwrap, Ray) "
+                        "and what a recipe will use here")
+    dr.add_argument("recipe", nargs="?", help="recipe YAML file to plan (device, dtype, weight sync)")
+    dr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)")
+    dr.set_defaults(fn=cmd_doctor)
 
     c = sub.add_parser("config", help="list every recipe field with its default and description")
     c.add_argument("--markdown", action="store_true", help="as a Markdown table (docs/config.md)")
