@@ -43,22 +43,31 @@ def cmd_train(args) -> int:
     from rlvr.checkpoint import CheckpointError
     from rlvr.config import RecipeError
 
+    from rlvr.checkpoint import completed_steps, has_checkpoint, is_running
+
     try:
         recipe = _train_recipe(args)
         run_dir = recipe.run_dir
         point = None
-        if args.resume:
+        if is_running(run_dir):
+            raise RecipeError(f"{run_dir} is being trained right now by another `rlvr train`; stop it first or "
+                              "pick another name (--set name=...)")
+        # a start killed before its first step left nothing worth keeping: it may simply start again
+        fresh = completed_steps(run_dir) == 0 and not has_checkpoint(run_dir)
+        if args.resume and fresh and not (run_dir / "summary.json").is_file():
+            print(f"{run_dir} never completed a step: starting it from the beginning")
+        elif args.resume:
             from rlvr.controller import resume_point
 
             point = resume_point(recipe)
             if point is None:
                 print(f"{run_dir} already finished all its steps (summary.json): nothing to do")
                 return 0
-        elif (run_dir / "metrics.jsonl").is_file() or (run_dir / "checkpoints").is_dir():
-            if not args.overwrite:  # never clobber a run that may hold hours of training
-                raise RecipeError(f"{run_dir} already holds a run: continue it with --resume, start over with "
-                                  "--overwrite, or pick another name (--set name=...)")
-            for old in ("checkpoints", "final", "summary.json"):
+        if not point and ((run_dir / "metrics.jsonl").is_file() or (run_dir / "checkpoints").is_dir()):
+            if not (args.overwrite or fresh):  # never clobber a run that may hold hours of training
+                raise RecipeError(f"{run_dir} already holds a run ({completed_steps(run_dir)} steps): continue it "
+                                  "with --resume, start over with --overwrite, or pick another name (--set name=...)")
+            for old in ("checkpoints", "final", "summary.json", "metrics.jsonl", "eval.jsonl", "eval_samples.jsonl"):
                 target = run_dir / old
                 shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
         from rlvr.controller import Trainer, prepare

@@ -108,7 +108,7 @@ class TrainConfig(_Section):
     steps: int = Field(40, ge=1, description="RL steps (generate -> verify -> learn -> sync)")
     prompts_per_step: int = Field(64, ge=1, description="prompts per step; each yields rollout.n completions")
     eval_every: int = Field(10, ge=0, description="greedy held-out evaluation every N steps (0 = only before and after)")
-    save_every: int = Field(0, ge=0, description="checkpoint every N steps for --resume (0 = only the final policy)")
+    save_every: int = Field(50, ge=0, description="checkpoint every N steps for --resume (0 = only the final policy)")
     keep_checkpoints: int = Field(2, ge=0, description="newest checkpoints kept on disk (0 = keep all)")
     async_steps: int = Field(0, ge=0, description="generation may run this many policy versions ahead of the learner (0 = synchronous)")
     inflight_updates: bool = Field(False, description="weight syncs pause the engines without draining them: unfinished sequences continue under the new policy (with async_steps > 0)")

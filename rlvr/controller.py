@@ -101,6 +101,7 @@ class Trainer:
         r = self.recipe
         self.run_dir = r.run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_lock = checkpoint.hold_run_lock(self.run_dir)  # `rlvr scale` and a second `rlvr train` see it
         if resume:  # the killed run logged steps past its checkpoint: they are redone, so drop them
             for name in ("metrics.jsonl", "eval.jsonl", "eval_samples.jsonl"):
                 checkpoint.truncate_jsonl(self.run_dir / name, int(resume[1]["step"]))
@@ -178,6 +179,7 @@ class Trainer:
         self.progress.close()
         if ray.is_initialized():
             ray.shutdown()
+        self.run_lock.close()  # releases the flock: the run is no longer running
 
     # ------------------------------------------------------------------ phases
 

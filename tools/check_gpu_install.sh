@@ -10,13 +10,14 @@ set -euo pipefail
 EXTRAS=${1:-gpu}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
+unset PIP_FIND_LINKS PIP_CONSTRAINT PIP_EXTRA_INDEX_URL
+export PIP_CONFIG_FILE=/dev/null
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 "$PY" -m venv "$TMP/venv"
 "$TMP/venv/bin/python" -m pip install -q --upgrade pip >/dev/null
 REPORT="$TMP/report.json"
-env -u PIP_FIND_LINKS -u PIP_CONSTRAINT -u PIP_EXTRA_INDEX_URL PIP_CONFIG_FILE=/dev/null \
-    "$TMP/venv/bin/python" -m pip install --dry-run --ignore-installed --quiet --report "$REPORT" "$ROOT[$EXTRAS]"
+"$TMP/venv/bin/python" -m pip install --dry-run --ignore-installed --quiet --report "$REPORT" "$ROOT[$EXTRAS]"
 "$TMP/venv/bin/python" - "$REPORT" "$ROOT/pyproject.toml" <<'PY'
 import json, re, sys, tomllib
 report, pyproject = sys.argv[1], sys.argv[2]
