@@ -167,3 +167,11 @@ def test_a_run_with_steps_is_not_clobbered_and_resume_without_checkpoint_says_wh
     assert "the run saved no checkpoint (train.save_every: 0?); start it over with --overwrite" in _err_line(capsys)
     assert train("--overwrite") == 2 and _err_line(capsys) == "rlvr: error: reached prepare"
     assert not (run / "metrics.jsonl").exists()
+
+
+def test_readme_layout_names_every_module():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    missing = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "rlvr").rglob("*.py"))
+               if p.name != "__init__.py" and p.name not in layout]
+    assert missing == [], f"README.md's Layout omits {missing}"
