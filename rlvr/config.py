@@ -323,11 +323,15 @@ def resolve_models(recipe: Recipe) -> None:
     models = [("model", recipe.model)] + [(f"judges.{n}", j) for n, j in recipe.judges.items() if j.path is not None]
     models += [(f"reward_models.{n}", m) for n, m in recipe.reward_models.items()]
     for field, cfg in models:
-        if is_hub_id(cfg.path) and not external_source(recipe, cfg.path):
-            try:
-                cfg.revision = resolve(cfg.path, cfg.revision, f"{field}.path")[1]
-            except ModelPathError as e:
-                raise RecipeError(str(e)) from None
+        if not is_hub_id(cfg.path):
+            continue
+        how = external_source(recipe, cfg.path)
+        try:  # a name listed in external_paths is fetched by its command, never here: only the cache is looked in
+            cfg.revision = resolve(cfg.path, cfg.revision, f"{field}.path", cache_only=bool(how))[1]
+        except ModelPathError as e:
+            if how:  # e.g. models/Qwen2.5-1.5B-Instruct, a directory made by `hf download ... --local-dir`
+                raise RecipeError(f"{field}.path: no Hugging Face checkpoint at {cfg.path} (get it with: {how})") from None
+            raise RecipeError(str(e)) from None
 
 
 def check_paths(recipe: Recipe) -> None:
@@ -336,7 +340,7 @@ def check_paths(recipe: Recipe) -> None:
     for field, path in recipe_paths(recipe):
         how = external_source(recipe, path)
         hint = f" (get it with: {how})" if how else ""
-        if not field.startswith("data.") and is_hub_path(path) and not how:
+        if not field.startswith("data.") and is_hub_path(path):
             continue  # resolved above
         if field.endswith(".path") and not field.startswith("data.") and not (Path(path) / "config.json").is_file():
             raise RecipeError(f"{field}: no Hugging Face checkpoint at {path} (config.json missing){hint}")

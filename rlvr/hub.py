@@ -40,8 +40,10 @@ def _fetch_hint(repo: str, revision: str | None) -> str:
     return f"`hf download {repo}" + (f" --revision {revision}" if revision else "") + "`"
 
 
-def resolve(name: str, revision: str | None = None, field: str = "model.path") -> tuple[str, str | None]:
-    """(local checkpoint directory, Hub commit or None for a local path); ModelPathError on anything else."""
+def resolve(name: str, revision: str | None = None, field: str = "model.path",
+            cache_only: bool = False) -> tuple[str, str | None]:
+    """(local checkpoint directory, Hub commit or None for a local path); ModelPathError on anything else.
+    `cache_only`: look in the Hugging Face cache but never download."""
     if Path(name).exists():
         if not (Path(name) / "config.json").is_file():
             raise ModelPathError(f"{field}: no Hugging Face checkpoint at {name} (config.json missing)")
@@ -58,7 +60,7 @@ def resolve(name: str, revision: str | None = None, field: str = "model.path") -
     at = f"{name}@{revision}" if revision else name
     cache = os.environ.get("HF_HUB_CACHE") or None
     try:
-        local = snapshot_download(name, revision=revision, cache_dir=cache, local_files_only=_offline(),
+        local = snapshot_download(name, revision=revision, cache_dir=cache, local_files_only=cache_only or _offline(),
                                   ignore_patterns=IGNORE)
     except GatedRepoError:
         raise ModelPathError(f"{field}: {name} is a gated Hub model: accept its terms on huggingface.co and set HF_TOKEN "

@@ -73,3 +73,15 @@ def test_judge_file_accepts_a_hub_id(offline_cache, tmp_path):
     p.write_text("judges: {j: {path: toyorg/absent}}\n")
     with pytest.raises(ValueError, match="judges.j.path: toyorg/absent is not a local directory"):
         load_model_sections(str(p))
+
+
+def test_a_name_in_external_paths_is_looked_up_in_the_cache_only(offline_cache, tmp_path, toy_dir, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # online: still no download for a declared name
+    p = _recipe(tmp_path, toy_dir, "models/Qwen2.5-1.5B-Instruct")
+    p.write_text(p.read_text() + "external_paths: {models/Qwen2.5-1.5B-Instruct: hf download Qwen/Qwen2.5-1.5B-Instruct "
+                                 "--local-dir models/Qwen2.5-1.5B-Instruct}\n")
+    with pytest.raises(RecipeError, match=r"^model\.path: no Hugging Face checkpoint at models/Qwen2.5-1.5B-Instruct "
+                                          r"\(get it with: hf download Qwen/Qwen2.5-1.5B-Instruct"):
+        load_recipe(p)
+    p.write_text(p.read_text().replace("models/Qwen2.5-1.5B-Instruct", "toyorg/toy-addition"))
+    assert load_recipe(p).model.revision == COMMIT  # declared and cached: used
