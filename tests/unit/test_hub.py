@@ -85,3 +85,11 @@ def test_a_name_in_external_paths_is_looked_up_in_the_cache_only(offline_cache, 
         load_recipe(p)
     p.write_text(p.read_text().replace("models/Qwen2.5-1.5B-Instruct", "toyorg/toy-addition"))
     assert load_recipe(p).model.revision == COMMIT  # declared and cached: used
+
+
+def test_submit_leaves_a_hub_id_to_the_cluster(tmp_path, toy_dir):
+    from rlvr.cluster.jobs import _model_sets
+
+    notes = []
+    r = load_recipe(_recipe(tmp_path, toy_dir, "Qwen/Qwen2.5-0.5B-Instruct"), check_files=False)
+    assert _model_sets(r, notes) == [] and "Hub model Qwen/Qwen2.5-0.5B-Instruct, fetched on the cluster" in notes[0]
