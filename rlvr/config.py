@@ -29,7 +29,10 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    path: str = Field(..., description="Hugging Face checkpoint directory of the initial policy (config.json, weights, tokenizer)")
+    path: str = Field(..., description="initial policy: a Hugging Face checkpoint directory (config.json, weights, tokenizer) "
+                      "or a Hub model id org/name (an existing local path wins)")
+    revision: str | None = Field(None, description="Hub branch, tag or commit of a Hub id (default main); the run's "
+                                 "config.yaml records the commit it resolved to")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights' dtype in vLLM and the learner (bf16 on GPU, fp32 on CPU)")
 
 
@@ -106,7 +109,7 @@ class TrainConfig(_Section):
     steps: int = Field(40, ge=1, description="RL steps (generate -> verify -> learn -> sync)")
     prompts_per_step: int = Field(64, ge=1, description="prompts per step; each yields rollout.n completions")
     eval_every: int = Field(10, ge=0, description="greedy held-out evaluation every N steps (0 = only before and after)")
-    save_every: int = Field(0, ge=0, description="checkpoint every N steps for --resume (0 = only the final policy)")
+    save_every: int = Field(50, ge=0, description="checkpoint every N steps for --resume (0 = only the final policy)")
     keep_checkpoints: int = Field(2, ge=0, description="newest checkpoints kept on disk (0 = keep all)")
     async_steps: int = Field(0, ge=0, description="generation may run this many policy versions ahead of the learner (0 = synchronous)")
     inflight_updates: bool = Field(False, description="weight syncs pause the engines without draining them: unfinished sequences continue under the new policy (with async_steps > 0)")
@@ -297,6 +300,12 @@ def recipe_paths(recipe: Recipe) -> list[tuple[str, str]]:
     return out
 
 
+def is_hub_path(path: str) -> bool:
+    from rlvr.hub import is_hub_id
+
+    return is_hub_id(path)
+
+
 def external_source(recipe: Recipe, path: str) -> str | None:
     """How to get `path` when the recipe declares it (or a directory above it) in external_paths, else None."""
     p = Path(os.path.normpath(path))
@@ -307,11 +316,33 @@ def external_source(recipe: Recipe, path: str) -> str | None:
     return None
 
 
+def resolve_models(recipe: Recipe) -> None:
+    """Hub ids among the recipe's models are fetched (or found in the cache) now, on the driver, and each
+    one's commit pinned into its `revision`, so every process loads the same files (rlvr.hub)."""
+    from rlvr.hub import ModelPathError, is_hub_id, resolve
+
+    models = [("model", recipe.model)] + [(f"judges.{n}", j) for n, j in recipe.judges.items() if j.path is not None]
+    models += [(f"reward_models.{n}", m) for n, m in recipe.reward_models.items()]
+    for field, cfg in models:
+        if not is_hub_id(cfg.path):
+            continue
+        how = external_source(recipe, cfg.path)
+        try:  # a name listed in external_paths is fetched by its command, never here: only the cache is looked in
+            cfg.revision = resolve(cfg.path, cfg.revision, f"{field}.path", cache_only=bool(how))[1]
+        except ModelPathError as e:
+            if how:  # e.g. models/Qwen2.5-1.5B-Instruct, a directory made by `hf download ... --local-dir`
+                raise RecipeError(f"{field}.path: no Hugging Face checkpoint at {cfg.path} (get it with: {how})") from None
+            raise RecipeError(str(e)) from None
+
+
 def check_paths(recipe: Recipe) -> None:
     """Missing inputs are recipe errors, found before any cluster starts."""
+    resolve_models(recipe)
     for field, path in recipe_paths(recipe):
         how = external_source(recipe, path)
         hint = f" (get it with: {how})" if how else ""
+        if not field.startswith("data.") and is_hub_path(path):
+            continue  # resolved above
         if field.endswith(".path") and not field.startswith("data.") and not (Path(path) / "config.json").is_file():
             raise RecipeError(f"{field}: no Hugging Face checkpoint at {path} (config.json missing){hint}")
         if not Path(path).exists():

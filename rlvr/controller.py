@@ -52,7 +52,7 @@ def prepare(recipe: Recipe) -> Prepared:
     except (DataError, PluginError, PreflightError, EnvironmentConfigError) as e:
         raise RecipeError(str(e)) from None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(recipe.model.path)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir(recipe))
     except Exception as e:
         raise RecipeError(f"model.path: cannot load a tokenizer from {recipe.model.path} ({e})") from None
     report = str(getattr(train_rows, "report", ""))
@@ -60,7 +60,7 @@ def prepare(recipe: Recipe) -> Prepared:
     # and eval alike, with a count, rather than refused one by one by the engines (see rollout/refused_prompts).
     from rlvr.eval_command import context_length
 
-    context = context_length(recipe.model.path, recipe.rollout.max_model_len)
+    context = context_length(model_dir(recipe), recipe.rollout.max_model_len)
     limit = min((x for x in (recipe.data.max_prompt_tokens, context - 1 if context else None) if x is not None), default=None)
     train_rows, dropped = filter_by_length(train_rows, tokenizer, limit)
     eval_rows, eval_dropped = filter_by_length(eval_rows, tokenizer, context - 1 if context else None)
@@ -71,6 +71,13 @@ def prepare(recipe: Recipe) -> Prepared:
     if not train_rows:
         raise RecipeError("data.train: no usable rows after loading and filtering")
     return Prepared(recipe, tokenizer, list(train_rows), list(eval_rows), report)
+
+
+def model_dir(recipe: Recipe) -> str:
+    """The policy's local directory: model.path itself, or the snapshot of the Hub commit pinned in model.revision."""
+    from rlvr.hub import local_path
+
+    return local_path(recipe.model.path, recipe.model.revision)
 
 
 def check_environments(recipe: Recipe, names: list[str]) -> None:
@@ -104,6 +111,7 @@ class Trainer:
         r = self.recipe
         self.run_dir = r.run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_lock = checkpoint.hold_run_lock(self.run_dir)  # `rlvr scale` and a second `rlvr train` see it
         if resume:  # the killed run logged steps past its checkpoint: they are redone, so drop them
             for name in ("metrics.jsonl", "eval.jsonl", "eval_samples.jsonl"):
                 checkpoint.truncate_jsonl(self.run_dir / name, int(resume[1]["step"]))
@@ -145,7 +153,7 @@ class Trainer:
         self.micro_batches = max(1, math.ceil(samples / r.learner.ranks / r.algorithm.num_minibatches / r.learner.micro_batch_size))
         Learner = ray.remote(LearnerActor)
         self.learners = [Learner.options(**self.placement.learner_options(i)).remote(
-            r.model.path, rank=i, world_size=r.learner.ranks, learner=r.learner.model_dump(), algorithm=learner_algorithm(r),
+            model_dir(r), rank=i, world_size=r.learner.ranks, learner=r.learner.model_dump(), algorithm=learner_algorithm(r),
             total_steps=r.train.steps, micro_batches=self.micro_batches, seed=r.seed, dtype=r.model.dtype)
             for i in range(r.learner.ranks)]
         self.rollouts = [self._new_engine(i, self.placement.rollout_options(i)) for i in range(r.rollout.engines)]
@@ -185,6 +193,7 @@ class Trainer:
         self.progress.close()
         if ray.is_initialized():
             ray.shutdown()
+        self.run_lock.close()  # releases the flock: the run is no longer running
 
     # ------------------------------------------------------------------ phases
 
@@ -323,7 +332,7 @@ class Trainer:
 
         r = self.recipe
         return ray.remote(RolloutActor).options(**options).remote(
-            r.model.path, seed=r.seed, max_model_len=r.rollout.max_model_len, dtype=r.model.dtype,
+            model_dir(r), seed=r.seed, max_model_len=r.rollout.max_model_len, dtype=r.model.dtype,
             kv_cache_gib=r.rollout.kv_cache_gib, tensor_parallel_size=r.rollout.tensor_parallel_size,
             gpu_memory_utilization=r.rollout.gpu_memory_utilization, enforce_eager=r.rollout.enforce_eager, engine_index=i,
             lora_rank=r.learner.lora.rank if r.learner.lora else None, max_num_seqs=r.rollout.max_num_seqs)

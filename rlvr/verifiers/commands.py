@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from contextlib import nullcontext
 from typing import Any
 
@@ -104,18 +105,25 @@ def cmd_verify(input_path: str, output_path: str, config: VerifierConfig, judges
 
     Writes ``{id, score, details[, error]}`` per input line, in input order (``-`` = stdout).
     Bad rows are reported on stderr with their line number, written with score 0 and the
-    reason, and make the exit code 1; all other rows are still scored.
+    reason, and make the exit code 1; all other rows are still scored. Input that cannot be used at
+    all (a missing input file, an output folder that does not exist, a bad plugin or judges file)
+    is exit code 2 with one line, before anything is scored, as for every rlvr command.
     """
+    out_dir = Path(output_path).parent
+    if output_path != "-" and (Path(output_path).is_dir() or not out_dir.is_dir()):
+        what = "is a directory" if Path(output_path).is_dir() else f"folder {out_dir} does not exist"
+        print(f"rlvr: error: --output: {output_path} {what}", file=sys.stderr)
+        return 2
     try:
         load_plugins(config.plugins)
         extra = model_names(judges)
         good, bad = _read_rows(input_path, extra)
     except (PluginError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print(f"rlvr: error: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
-        print(f"error: cannot read {input_path}: {e.strerror}", file=sys.stderr)
-        return 1
+        print(f"rlvr: error: --input: cannot read {input_path} ({e.strerror})", file=sys.stderr)
+        return 2
     for n, _, reason in bad:
         print(f"{input_path}:{n}: {reason}", file=sys.stderr)
     requests = [VerifyRequest(response=row["response"], ground_truth=row["ground_truth"], verifier=row["verifier"],

@@ -17,7 +17,7 @@ def verify_max_length(response: str, ground_truth: Any, *, prompt: str | None = 
     elif "max_words" in spec:
         unit, length, limit = "words", len(response.split()), int(spec["max_words"])
     else:
-        raise ValueError("max_length ground truth needs an int or max_words / max_chars")
+        raise ValueError(f"max_length ground truth needs an int (words) or max_words / max_chars, got {sorted(spec)}")
     floor = int(spec.get(f"min_{unit}", 0))
     details = {"length": length, "unit": unit, "limit": limit}
     if length < floor:

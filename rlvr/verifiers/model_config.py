@@ -25,8 +25,9 @@ class JudgeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # where the judge runs: its own vLLM engine(s), or an OpenAI-compatible endpoint
-    path: str | None = Field(None, description="checkpoint directory of a judge model rlvr serves itself on its own "
-                                                "vLLM engine(s) (give this or base_url)")
+    path: str | None = Field(None, description="checkpoint directory or Hub id (org/name) of a judge model rlvr serves "
+                                                "itself on its own vLLM engine(s) (give this or base_url)")
+    revision: str | None = Field(None, description="Hub branch, tag or commit when path is a Hub id (default main)")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://host:8000/v1 "
                                                     "(give this or path)")
     model: str = Field("default", description="model name sent to the endpoint (base_url only)")
@@ -107,7 +108,8 @@ class RewardModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(..., description="checkpoint directory of an AutoModelForSequenceClassification model")
+    path: str = Field(..., description="checkpoint directory or Hub id (org/name) of an AutoModelForSequenceClassification model")
+    revision: str | None = Field(None, description="Hub branch, tag or commit when path is a Hub id (default main)")
     num_cpus: float = Field(1, gt=0, description="CPUs reserved for the reward-model actor in Ray")
     num_gpus: float = Field(0, ge=0, description="GPUs reserved for the reward-model actor in Ray")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="reward model weights' dtype")
@@ -158,7 +160,6 @@ class ModelSections(BaseModel):
 def load_model_sections(path: str) -> ModelSections:
     """Read and validate the sections from a YAML file (a recipe, with its base: chain, works);
     ValueError with one line naming the file and field on any problem."""
-    from pathlib import Path
 
     from pydantic import ValidationError
 
@@ -171,12 +172,14 @@ def load_model_sections(path: str) -> ModelSections:
         raise ValueError(str(e)) from None
     except ValidationError as e:
         raise ValueError(f"{path}: {_describe(e)}") from None
-    for name, j in sections.judges.items():
-        if j.path is not None and not (Path(j.path) / "config.json").is_file():
-            raise ValueError(f"{path}: judges.{name}.path: no Hugging Face checkpoint at {j.path} (config.json missing)")
-    for name, m in sections.reward_models.items():
-        if not (Path(m.path) / "config.json").is_file():
-            raise ValueError(f"{path}: reward_models.{name}.path: no Hugging Face checkpoint at {m.path} (config.json missing)")
+    from rlvr.hub import ModelPathError, resolve
+
+    models = [(f"judges.{n}", j) for n, j in sections.judges.items() if j.path is not None]
+    for field, cfg in models + [(f"reward_models.{n}", m) for n, m in sections.reward_models.items()]:
+        try:  # a local checkpoint, or a Hub id fetched now and pinned to its commit
+            cfg.revision = resolve(cfg.path, cfg.revision, f"{field}.path")[1] or cfg.revision
+        except ModelPathError as e:
+            raise ValueError(f"{path}: {e}") from None
     if not sections.judges and not sections.reward_models:
         raise ValueError(f"{path}: no judges: or reward_models: section")
     return sections

@@ -58,7 +58,7 @@ _BUILTINS = {
     "format": ("rlvr.verifiers.format_tags:verify_format",
                "required tags such as <think>...</think><answer>...</answer> present exactly once, non-empty"),
     "max_length": ("rlvr.verifiers.max_length:verify_max_length",
-                   "1 if the response is within a length budget (chars, words or tokens), with optional soft decay"),
+                   "1 if the response is within a length budget in words or chars (not tokens), with optional soft decay"),
 }
 
 _REGISTRY: dict[str, Entry] = {

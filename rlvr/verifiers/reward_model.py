@@ -93,12 +93,15 @@ class RewardModelActor:
         self.cfg = RewardModelConfig(**cfg)
         if threads:
             torch.set_num_threads(threads)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.cfg.path)
+        from rlvr.hub import local_path
+
+        path = local_path(self.cfg.path, self.cfg.revision)  # a Hub id: the snapshot of the commit the driver pinned
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
         self.tokenizer.truncation_side = "left"  # keep the response's end, which the model pools
-        self.model = AutoModelForSequenceClassification.from_pretrained(self.cfg.path, dtype=getattr(torch, self.cfg.dtype))
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=getattr(torch, self.cfg.dtype))
         self.model.config.pad_token_id = self.tokenizer.pad_token_id  # sequence pooling finds the last non-pad token
         self.device = "cuda" if self.cfg.num_gpus > 0 and torch.cuda.is_available() else "cpu"
         self.model.to(self.device).eval()

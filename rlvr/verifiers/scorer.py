@@ -19,6 +19,7 @@ from rlvr.verifiers.base import PluginError, VerifyRequest, VerifyResult
 from rlvr.verifiers.config import VerifierConfig
 from rlvr.verifiers.judge import JudgeClient
 from rlvr.verifiers.model_config import JudgeConfig, RewardModelConfig
+from rlvr.hub import local_path
 from rlvr.verifiers.reward_model import RewardModelClient
 from rlvr.verifiers.runner import combine
 
@@ -256,7 +257,7 @@ def start_model_verifiers(judges: dict[str, JudgeConfig], reward_models: dict[st
         for i in range(cfg.engines):
             opts = placement.judge_options(name, i) if placement else {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus * cfg.tensor_parallel_size}
             h = ray.remote(JudgeActor).options(**opts).remote(
-                cfg.path, seed=seed, dtype=cfg.dtype, max_model_len=cfg.max_model_len, kv_cache_gib=cfg.kv_cache_gib,
+                local_path(cfg.path, cfg.revision), seed=seed, dtype=cfg.dtype, max_model_len=cfg.max_model_len, kv_cache_gib=cfg.kv_cache_gib,
                 tensor_parallel_size=cfg.tensor_parallel_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
                 engine_index=i, name=name)
             engines.append(h)
@@ -290,7 +291,7 @@ def local_model_verifiers(judges: dict[str, JudgeConfig], reward_models: dict[st
         if not cfg.own_engine:
             clients[name] = JudgeClient.for_endpoint(name, cfg)
             continue
-        engines = [JudgeActor(cfg.path, seed=seed, dtype=cfg.dtype, max_model_len=cfg.max_model_len,
+        engines = [JudgeActor(local_path(cfg.path, cfg.revision), seed=seed, dtype=cfg.dtype, max_model_len=cfg.max_model_len,
                               kv_cache_gib=cfg.kv_cache_gib, tensor_parallel_size=cfg.tensor_parallel_size,
                               gpu_memory_utilization=cfg.gpu_memory_utilization, engine_index=i, name=name)
                    for i in range(cfg.engines)]

@@ -72,7 +72,7 @@ def test_constraints_bad_input_is_one_line_exit_2(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert main(["data", "constraints", "--n", "5", "--output", str(blocker / "x.jsonl")]) == 2
-    assert "--output: cannot write" in one_error_line(capsys)
+    assert f"--output: {blocker} is a file, not a folder" in one_error_line(capsys)
     assert not (tmp_path / "x.jsonl").exists()
 
 

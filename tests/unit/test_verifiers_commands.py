@@ -50,5 +50,5 @@ def test_cmd_verify_all_good_returns_zero(tmp_path, capsys):
 
 
 def test_cmd_verify_missing_input_file(tmp_path, capsys):
-    assert cmd_verify(str(tmp_path / "nope.jsonl"), str(tmp_path / "o.jsonl"), VerifierConfig(workers=0)) == 1
+    assert cmd_verify(str(tmp_path / "nope.jsonl"), str(tmp_path / "o.jsonl"), VerifierConfig(workers=0)) == 2
     assert "cannot read" in capsys.readouterr().err
