@@ -132,6 +132,8 @@ def test_source_verifier_no_row_uses_is_an_error(tmp_path):
     p.write_text(json.dumps({"prompt": "q", "ground_truth": "1", "dataset": "gsm8k"}) + "\n")
     with pytest.raises(DataError, match=r"verifier: 'nonsense' is used by no row: every row names its own \(gsm8k"):
         load_sources([DataSourceConfig(path=str(p), verifier="nonsense")])
+    # The same name as the rows' own is what they use: fine (the toy recipe says verifier: math on math rows).
+    assert load_sources([DataSourceConfig(path=str(p), verifier="gsm8k")])[0]["verifier"] == ["gsm8k"]
     p.write_text(json.dumps({"prompt": "q", "ground_truth": "1", "dataset": "gsm8k"}) + "\n"
                  + json.dumps({"prompt": "q", "ground_truth": "1"}) + "\n")
     assert [r["verifier"] for r in load_sources([DataSourceConfig(path=str(p), verifier="math")])] == [["gsm8k"], ["math"]]
