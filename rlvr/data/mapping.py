@@ -45,6 +45,8 @@ def map_record(rec: dict[str, Any], src: DataSourceConfig, where: str) -> dict[s
         answer = rec.get("ground_truth") if "ground_truth" in rec else None
         if answer is None and "instruction_id_list" in rec:  # IFEval's own columns; normalize_record folds them
             out.update(instruction_id_list=rec["instruction_id_list"], kwargs=rec.get("kwargs"))
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        answer = str(answer)  # a csv/parquet number column: verifiers compare answers as text, like converted rows
     if answer is not None and src.answer_extractor is not None:
         answer = extract_answer(answer, src.answer_extractor)
         if answer is None:

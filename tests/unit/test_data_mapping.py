@@ -81,7 +81,7 @@ def test_template_system_prompt_verifier_key_and_extras(tmp_path):
                                           answer_key="sum", verifier_key="kind", extra_keys=["unit"])])
     assert rows[0]["messages"] == [{"role": "system", "content": "Be brief."},
                                    {"role": "user", "content": "What is 2 + 3?"}]
-    assert rows[0]["ground_truth"] == 5 and rows[0]["verifier"] == ["math"] and rows[0]["extra"] == {"unit": "apples"}
+    assert rows[0]["ground_truth"] == "5" and rows[0]["verifier"] == ["math"] and rows[0]["extra"] == {"unit": "apples"}
     assert rows[1]["verifier"] == ["gsm8k"]
 
 
