@@ -379,3 +379,20 @@ def test_bench_verifiers_with_judges(key_env, tmp_path, toy_rm_dir, capsys):
     assert len(srv.requests) == 4 + 8  # warm-up, then the timed requests
     assert main(["bench", "verifiers", "--judges", str(tmp_path / "missing.yaml")]) == 1
     assert "recipe file not found" in capsys.readouterr().err
+
+
+def test_judges_file_paths_are_relative_to_the_file(tmp_path, monkeypatch):
+    """`--judges some/dir/judges.yaml` finds `rm/` beside the file, whatever the current directory."""
+    from rlvr.verifiers.model_config import load_model_sections
+
+    (tmp_path / "conf" / "rm").mkdir(parents=True)
+    (tmp_path / "conf" / "rm" / "config.json").write_text("{}")
+    (tmp_path / "conf" / "judges.yaml").write_text("reward_models:\n  parity: {path: rm}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    sec = load_model_sections(str(tmp_path / "conf" / "judges.yaml"))
+    assert sec.reward_models["parity"].path == str(tmp_path / "conf" / "rm")
+    (tmp_path / "conf" / "judges.yaml").write_text("reward_models:\n  parity: {path: ./missing/rm}\n")
+    with pytest.raises(ValueError, match=f"no Hugging Face checkpoint at {tmp_path / 'conf' / 'missing' / 'rm'}"):
+        load_model_sections(str(tmp_path / "conf" / "judges.yaml"))
