@@ -53,7 +53,9 @@ def map_record(rec: dict[str, Any], src: DataSourceConfig, where: str) -> dict[s
             out["_drop"] = "answer not extracted"
     out["ground_truth"] = answer
     if src.verifier_key is not None:
-        out["verifier"] = _column(rec, src.verifier_key, "verifier_key", src, where, required=True)
+        # A `dataset` column is Tülu 3's: its names ("MATH") are matched lower-cased, as open-instruct does.
+        key = "dataset" if src.verifier_key == "dataset" else "verifier"
+        out[key] = _column(rec, src.verifier_key, "verifier_key", src, where, required=True)
     else:
         for k in ("verifier", "dataset"):
             if k in rec:

@@ -86,7 +86,7 @@ def test_template_system_prompt_verifier_key_and_extras(tmp_path):
 
 
 def test_chat_messages_column_like_tulu3(tmp_path):
-    recs = [{"messages": [{"role": "user", "content": "Say hi in 3 words."}], "ground_truth": "x", "dataset": "ifeval"}]
+    recs = [{"messages": [{"role": "user", "content": "Say hi in 3 words."}], "ground_truth": "x", "dataset": "IFEval"}]
     p = tmp_path / "t.parquet"
     pq.write_table(pa.Table.from_pylist(recs), p)
     rows = load_sources([DataSourceConfig(path=str(p), prompt_key="messages", answer_key="ground_truth",
