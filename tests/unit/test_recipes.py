@@ -121,6 +121,21 @@ def test_gpu_recipes_hub_sources_map_their_rows():
     assert map_record(dict(HUB_ROWS["hf:openai/gsm8k"]), gsm, "row 0")["ground_truth"] == "5"
 
 
+def test_guide_table_lists_every_recipe_and_agrees_on_figures():
+    """docs/guide.md's recipe table names each recipe, and the SmolLM2 figures are the ones its header records."""
+    import re
+
+    guide = (ROOT / "docs" / "guide.md").read_text()
+    table = guide[guide.index("| recipe | trains | hardware | inputs |"):]
+    for path in RECIPES:
+        rel = path.relative_to(ROOT / "recipes").as_posix()
+        short = re.sub(r"tulu3_rlvr/(0\.5b|1\.5b|7b)\.yaml", "tulu3_rlvr/{0.5b,1.5b,7b}.yaml", rel)
+        assert f"`{short}`" in table, f"{rel} missing from the guide's recipe table"
+    header = (ROOT / "recipes" / "smollm2_ifeval_cpu.yaml").read_text()
+    for figure in re.findall(r"~\d+ GiB|~\d+ s per step|in \d+ min", header):
+        assert figure.replace(" min", " minutes") in guide or figure in guide, figure
+
+
 def test_code_fixture_references_pass_their_tests():
     """The in-repo code problems are right: each reference solution passes the tests the `code` verifier reads."""
     for name in ("code_train.jsonl", "code_eval.jsonl"):
