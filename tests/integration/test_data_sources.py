@@ -70,7 +70,7 @@ def test_rows_equal_the_converted_jsonl_rows(project, toy_dir):
 
 @pytest.fixture(scope="module")
 def trained(project):
-    proc = subprocess.run([sys.executable, "-m", "rlvr.cli", "train", "recipe.yaml"], cwd=project.parent,
+    proc = subprocess.run([sys.executable, "-m", "rlvr.cli", "train", f"{project.name}/recipe.yaml"], cwd=project.parent,
                           capture_output=True, text=True, timeout=600)  # started elsewhere: paths resolve by the recipe
     return proc
 
