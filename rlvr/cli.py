@@ -347,14 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="score a JSONL file of responses offline")
     v.add_argument("--input", required=True)
     v.add_argument("--output", required=True)
-    v.add_argument("--plugin", action="append", help="plugin module to import (repeatable)")
+    v.add_argument("--plugin", action="append", help="verifier plugin: module, file.py or file.py:function (repeatable)")
     v.add_argument("--timeout", type=float, default=10.0)
     v.add_argument("--workers", type=int, default=2)
     v.add_argument("--judges", metavar="YAML", help="judges: / reward_models: sections (a recipe works) for rows naming them")
     v.set_defaults(fn=cmd_verify)
 
     ls = sub.add_parser("verifiers", help="list registered verifiers")
-    ls.add_argument("--plugin", action="append", help="plugin module to import (repeatable)")
+    ls.add_argument("--plugin", action="append", help="verifier plugin: module, file.py or file.py:function (repeatable)")
     ls.set_defaults(fn=cmd_verifiers)
 
     from rlvr.environments.commands import add_arguments as environments_arguments
@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--temperature", type=float, help="sampling temperature (default: greedy for --n 1, else 1.0)")
     ev.add_argument("--max-tokens", type=int, default=512, help="most tokens per completion (default 512)")
     ev.add_argument("--verifier", help="verifier for rows that name none")
-    ev.add_argument("--plugin", action="append", help="verifier plugin module to import (repeatable)")
+    ev.add_argument("--plugin", action="append", help="verifier plugin: module, file.py or file.py:function (repeatable)")
     ev.add_argument("--judges", metavar="YAML", help="judges: / reward_models: sections (a recipe works) for rows naming them")
     ev.add_argument("--env", help="environment for rows that name none (multi-turn; default: single turn)")
     ev.add_argument("--env-plugin", action="append", help="environment plugin module or .py file (repeatable)")

@@ -274,7 +274,7 @@ def deep_merge(base: dict, child: dict) -> dict:
 def read_recipe_mapping(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict:
     """The recipe file as a mapping, with its `base:` chain merged under it (base paths are relative to the file)."""
     p = Path(path)
-    raw = _read_yaml(p)
+    raw = _resolve_plugin_paths(_read_yaml(p), p.parent)
     base = raw.pop("base", None)
     if base is None:
         return raw
@@ -287,6 +287,18 @@ def read_recipe_mapping(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) 
     if not bp.is_file():
         raise RecipeError(f"{p}: base: recipe file not found: {bp}")
     return deep_merge(read_recipe_mapping(bp, chain), raw)
+
+
+def _resolve_plugin_paths(raw: dict, folder: Path) -> dict:
+    """`.py` plugin paths are relative to the recipe file that names them (like base:), so a recipe
+    and its reward file travel together; module names are left as they are."""
+    from rlvr.plugins import resolve_spec
+
+    for section in ("verifiers", "environments"):
+        sec = raw.get(section)
+        if isinstance(sec, dict) and isinstance(sec.get("plugins"), list):
+            sec["plugins"] = [resolve_spec(x, folder) if isinstance(x, str) else x for x in sec["plugins"]]
+    return raw
 
 
 def recipe_paths(recipe: Recipe) -> list[tuple[str, str]]:

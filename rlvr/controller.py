@@ -45,8 +45,15 @@ def prepare(recipe: Recipe) -> Prepared:
         from rlvr.verifiers.scorer import check_model_verifiers, model_name_map
 
         check_model_verifiers(recipe.judges, recipe.reward_models, set(_REGISTRY))
-        check_verifier_names([r["verifier"] for r in train_rows] + [r["verifier"] for r in eval_rows],
-                             also_known=model_name_map(recipe.judges, recipe.reward_models))
+        known = model_name_map(recipe.judges, recipe.reward_models)
+        for section, rows in (("train", train_rows), ("eval", eval_rows)):
+            for i, src in enumerate(getattr(recipe.data, section)):
+                # Every name a row of this source can use, the source's own default included, named by its field.
+                if src.verifier:
+                    check_verifier_names([src.verifier], also_known=known, field=f"data.{section}.{i}.verifier")
+                names = {tuple(r["verifier"]) for r in rows if r["source"] == src.label}
+                check_verifier_names(names, also_known=known, field=f"data.{section}.{i} ({src.label}) rows' "
+                                                                     f"{src.verifier_key or 'verifier/dataset'} column")
         check_environments(recipe, [r["env"] for r in [*train_rows, *eval_rows] if r.get("env")])
         check_layout(recipe)  # colocation and transport rules no cluster could satisfy
     except (DataError, PluginError, PreflightError, EnvironmentConfigError) as e:

@@ -61,10 +61,10 @@ def prepare_inputs(args) -> EvalInputs:
         except ValueError as e:
             raise EvalInputError(f"--judges: {e}") from None
         if args.verifier:
-            check_verifier_names([args.verifier], also_known=extra)
+            check_verifier_names([args.verifier], also_known=extra, field="--verifier")
         rows = load_sources([DataSourceConfig(path=p, verifier=args.verifier, env=args.env) for p in args.data], strict=True)
         rows = list(rows)[:args.limit] if args.limit else list(rows)
-        check_verifier_names((r["verifier"] for r in rows), also_known=extra)
+        check_verifier_names((r["verifier"] for r in rows), also_known=extra, field="--data rows' verifier/dataset column")
         check_environment_names_for_eval(args, rows)
     except DataError as e:
         msg = str(e)

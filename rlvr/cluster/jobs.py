@@ -185,7 +185,10 @@ def module_path(name: str) -> Path | None:
 
 
 def _locate(mod: str, pip: list[str], notes: list[str]) -> Path | None:
-    """The local path to ship for a module name or an explicit path (--module ./helpers)."""
+    """The local path to ship for a module name or an explicit path (--module ./helpers, rewards.py:fn)."""
+    from rlvr.plugins import split_spec
+
+    mod = split_spec(mod)[0]  # `file.py:function` ships file.py
     if os.sep in mod or mod.endswith(".py"):
         p = Path(mod).resolve()
         if not (p.is_dir() or (p.is_file() and p.suffix == ".py")):
@@ -294,6 +297,22 @@ def _data_sets(recipe: Recipe, staging: Path, notes: list[str]) -> list[str]:
     return sets
 
 
+def _plugin_file_sets(recipe: Recipe) -> list[str]:
+    """Plugin files travel into the working_dir (next to recipe.yaml): point the recipe at the copies."""
+    from rlvr.plugins import is_file, split_spec
+
+    sets = []
+    for section in ("verifiers", "environments"):
+        specs = getattr(recipe, section).plugins
+        moved = []
+        for spec in specs:
+            target, attr = split_spec(spec)
+            moved.append(Path(target).name + (f":{attr}" if attr else "") if is_file(target) and target.endswith(".py") else spec)
+        if moved != list(specs):
+            sets.append(f"{section}.plugins={json.dumps(moved)}")
+    return sets
+
+
 def _new_id(label: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", label).strip("-")[:40] or "job"
     return f"rlvr-{slug}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
@@ -325,6 +344,7 @@ def build_train_job(recipe_path: str | os.PathLike, staging: Path, overrides: It
     sets = ["cluster.address=auto", *overrides, *_model_sets(recipe, notes), *_data_sets(recipe, staging, notes)]
     modules = [*recipe.verifiers.plugins, *recipe.environments.plugins, *extra_modules]
     py_modules = _ship_modules(modules, staging, ship_rlvr, pip, notes)
+    sets += _plugin_file_sets(recipe)
     if not Path(recipe.output_dir).is_absolute():
         notes.append(f"output_dir {recipe.output_dir!r} is relative: the run lands in the job's temporary working "
                      "directory on the cluster; --set output_dir=/shared/path keeps it")

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .config import DataConfig, DataError, DataSourceConfig
-from .normalize import normalize_record
+from .mapping import map_record
+from .normalize import names_own_verifier, normalize_record
 from .readers import read_records
 
 MAX_EXAMPLES = 5  # dropped-row locations kept per reason, enough to find the pattern
@@ -65,13 +66,22 @@ def load_sources(sources: list[DataSourceConfig], seed: int = 0, strict: bool = 
 def _load_one(src: DataSourceConfig, strict: bool) -> tuple[list[dict[str, Any]], SourceReport]:
     rep = SourceReport(source=src.label, path=src.path)
     valid = []
-    for index, where, rec in read_records(src.path, src.split):
+    used_default = 0
+    own: set[str] = set()
+    for index, where, rec in read_records(src.path, src.split, config=src.config, revision=src.revision):
         rep.available += 1
         at = f"{src.path} {where}"
+        if src.mapped:
+            rec = map_record(rec, src, at)
         row, reason = normalize_record(rec, source=src.label, index=index, where=at,
                                        default_verifier=src.verifier, default_env=src.env)
         if row is not None:
             valid.append(row)
+            if src.verifier is not None:
+                if names_own_verifier(rec, at):
+                    own.update(row["verifier"])
+                else:
+                    used_default += 1
             continue
         if strict:
             raise DataError(f"{at}: {reason}")
@@ -80,6 +90,11 @@ def _load_one(src: DataSourceConfig, strict: bool) -> tuple[list[dict[str, Any]]
         if len(examples) < MAX_EXAMPLES:
             examples.append(where)
     rep.valid = len(valid)
+    if src.verifier is not None and valid and not used_default and own != {src.verifier}:
+        # A default nobody uses is a misunderstanding (rows' `dataset` column wins); say so before any run.
+        raise DataError(f"data source {src.label}: verifier: {src.verifier!r} is used by no row: every row names its own "
+                        f"({', '.join(sorted(own))}, from its 'verifier'/'dataset' column), which overrides it; drop "
+                        "verifier: or map another column with verifier_key")
     return valid, rep
 
 

@@ -1,7 +1,7 @@
 """Turn one raw record into the normalised row the rest of rlvr uses.
 
 Row: {"messages": [{"role", "content"}...], "ground_truth": Any, "verifier": [str],
-      "source": str, "index": int}
+      "source": str, "index": int, optional "env": str, "extra": {column: value}}
 """
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ def normalize_record(rec: dict[str, Any], *, source: str, index: int, where: str
     Malformed structure (messages that are not role/content dicts) raises DataError: it
     means a wrong file or column mapping, which dropping would hide.
     """
+    if rec.get("_drop"):  # the column mapping already knows (e.g. no answer to extract)
+        return None, rec["_drop"]
     messages = _messages(rec, where)
     if not messages:
         return None, "no prompt"
@@ -34,7 +36,14 @@ def normalize_record(rec: dict[str, Any], *, source: str, index: int, where: str
         if not isinstance(env, str):
             raise DataError(f"{where}: field 'env' must be an environment name (string), got {type(env).__name__}")
         row["env"] = env
+    if rec.get("extra"):  # further columns for the verifier (a source's extra_keys)
+        row["extra"] = dict(rec["extra"])
     return row, None
+
+
+def names_own_verifier(rec: dict[str, Any], where: str) -> bool:
+    """True when the record names its verifier(s) itself (`verifier` or Tulu 3's `dataset`)."""
+    return bool(_verifiers(rec, where))
 
 
 def _messages(rec: dict[str, Any], where: str) -> list[dict[str, str]]:

@@ -1,4 +1,9 @@
-"""Read raw records from one data source: jsonl, parquet, a datasets.save_to_disk directory, or hf:owner/name.
+"""Read raw records from one data source: jsonl, json, csv, parquet (a file or a folder of them), a
+datasets.save_to_disk directory, or hf:owner/name.
+
+jsonl and parquet files are read directly (jsonl keeps line numbers for messages); the other
+formats and the hub go through `datasets`, whose Arrow files are memory-mapped, so records are
+yielded one at a time rather than held twice.
 
 Each reader yields (index, where, record): index is the record's stable position in its file
 (0-based), `where` is how a message should point at it ("line 17", "row 16").
@@ -14,20 +19,55 @@ from .config import DataError
 Record = tuple[int, str, dict[str, Any]]
 
 
-def read_records(path: str, split: str | None = None) -> list[Record]:
+_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}  # datasets' builder per suffix
+
+
+def read_records(path: str, split: str | None = None, *, config: str | None = None,
+                 revision: str | None = None) -> Iterator[Record]:
     """All records of a source, in file order; DataError for a missing or unreadable source."""
     if path.startswith("hf:"):
-        return _read_hub(path[3:], split)
+        return _read_hub(path[3:], split, config, revision)
     p = Path(path)
     if not p.exists():
         raise DataError(f"data path not found: {path}")
     if p.is_dir():
-        return _read_saved_dataset(p, split)
+        if (p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists():
+            return _read_saved_dataset(p, split)
+        return _read_folder(p, split)
     if p.suffix == ".parquet":
         return _read_parquet(p)
     if p.suffix == ".jsonl" or p.name.endswith(".jsonl.gz"):
-        return list(_read_jsonl(p))
-    raise DataError(f"{path}: unknown data format (expected .jsonl, .parquet, a datasets directory or hf:owner/name)")
+        return _read_jsonl(p)
+    if p.suffix in (".json", ".csv"):
+        return _read_files([p], _BUILDERS[p.suffix], str(p))
+    raise DataError(f"{path}: unknown data format (expected .jsonl, .json, .csv, .parquet, a folder of them, "
+                    "a datasets directory or hf:owner/name)")
+
+
+def _read_folder(p: Path, split: str | None) -> Iterator[Record]:
+    """A folder of data files of one format (a split's files, e.g. train-0000*.parquet), in name order."""
+    files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in _BUILDERS)
+    if split is not None:  # hub-style layouts name the split in the file name (data/train-00000-of-00001.parquet)
+        files = [f for f in files if split in f.name]
+    builders = {_BUILDERS[f.suffix] for f in files}
+    if not files:
+        raise DataError(f"{p}: folder is neither a datasets.save_to_disk dataset nor holds .jsonl/.json/.csv/.parquet files{f' for split {split!r}' if split else ''}")
+    if len(builders) > 1:
+        raise DataError(f"{p}: folder mixes formats ({', '.join(sorted(f.suffix for f in files))}); keep one")
+    return _read_files(files, builders.pop(), str(p))
+
+
+def _read_files(files: list[Path], builder: str, label: str) -> Iterator[Record]:
+    import datasets
+
+    datasets.disable_progress_bars()  # a bar per file would bury the mix report
+    try:
+        ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
+    except Exception as e:
+        if "corresponds to no data" in str(e):
+            return iter(())  # a header-only csv, an empty json list: no records, like an empty jsonl  # a malformed csv/json: the library's first line says where
+        raise DataError(f"{label}: cannot read as {builder} ({_first_line(e)})") from None
+    return ((i, f"row {i}", rec) for i, rec in enumerate(ds))
 
 
 def _read_jsonl(p: Path) -> Iterator[Record]:
@@ -51,37 +91,36 @@ def _gzip_open(p: Path, mode: str, encoding: str):
     return gzip.open(p, mode, encoding=encoding)
 
 
-def _read_parquet(p: Path) -> list[Record]:
+def _read_parquet(p: Path) -> Iterator[Record]:
     import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(p)
     except Exception as e:  # pyarrow raises several types; the message is what matters
         raise DataError(f"{p}: not a readable parquet file ({_first_line(e)})") from None
-    return [(i, f"row {i}", rec) for i, rec in enumerate(table.to_pylist())]
+    return ((i, f"row {i}", rec) for i, rec in enumerate(table.to_pylist()))
 
 
-def _read_saved_dataset(p: Path, split: str | None) -> list[Record]:
+def _read_saved_dataset(p: Path, split: str | None) -> Iterator[Record]:
     import datasets
 
-    if not ((p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists()):
-        raise DataError(f"{p}: directory is not a datasets.save_to_disk dataset (no dataset_info.json or dataset_dict.json)")
     try:
         ds = datasets.load_from_disk(str(p))
     except Exception as e:
         raise DataError(f"{p}: cannot load saved dataset ({_first_line(e)})") from None
     ds = _pick_split(ds, split, str(p))
-    return [(i, f"row {i}", rec) for i, rec in enumerate(ds)]
+    return ((i, f"row {i}", rec) for i, rec in enumerate(ds))
 
 
-def _read_hub(name: str, split: str | None) -> list[Record]:
+def _read_hub(name: str, split: str | None, config: str | None, revision: str | None) -> Iterator[Record]:
     import datasets
 
     try:
-        ds = datasets.load_dataset(name, split=split or "train")
+        # Downloaded once into the datasets cache (HF_HOME); HF_HUB_OFFLINE=1 reads that cache only.
+        ds = datasets.load_dataset(name, config, split=split or "train", revision=revision)
     except Exception as e:  # offline, unknown name, unknown split: one line is enough
         raise DataError(f"hf:{name}: cannot load from the hub ({_first_line(e)})") from None
-    return [(i, f"row {i}", rec) for i, rec in enumerate(ds)]
+    return ((i, f"row {i}", rec) for i, rec in enumerate(ds))
 
 
 def _pick_split(ds: Any, split: str | None, label: str) -> Any:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class EnvironmentsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    plugins: list[str] = Field(default_factory=list, description="modules or .py files registering environments/tools "
+    plugins: list[str] = Field(default_factory=list, description="modules or .py files (relative to the recipe) registering environments/tools "
                                                                  "(entry points in group 'rlvr.environments' load too; shipped by rlvr submit)")
     options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="constructor options per environment "
                                                                                 "name, e.g. {tools: {tools: [calculator]}}")

@@ -13,13 +13,10 @@ them by name; a stateful tool (``python`` with ``stateful: true``) is made per e
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
 import inspect
-import os
-import sys
 import types
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
@@ -239,14 +236,16 @@ def load_environment_plugins(modules: Iterable[str] = (), entry_points: bool = T
     """Import plugin modules (dotted names or ``.py`` paths), then the entry points (once).
 
     Importing runs their ``@register_environment`` / ``@register_tool`` decorators. A file is
-    imported once per path, under a name derived from it (``rlvr_env_plugin_<stem>_<hash>``).
+    imported once per path, under a name derived from it (``rlvr_plugin_<stem>_<hash>``, rlvr/plugins.py).
     """
     for mod in modules:
         try:
-            if mod.endswith(".py") or os.sep in mod:
+            from rlvr.plugins import import_target, is_file
+
+            if is_file(mod):
                 _import_path(mod)
             else:
-                importlib.import_module(mod)
+                import_target(mod)  # the start directory is importable too
         except EnvironmentConfigError:
             raise
         except BaseException as e:  # noqa: BLE001 - a plugin's SystemExit must not end the run either
@@ -257,25 +256,13 @@ def load_environment_plugins(modules: Iterable[str] = (), entry_points: bool = T
 
 def _import_path(path: str) -> types.ModuleType:
     global _LOADING_SOURCE
-    full = os.path.abspath(path)
-    if not os.path.isfile(full):
-        raise FileNotFoundError(f"no such file {full}")
-    stem = os.path.splitext(os.path.basename(full))[0]
-    mod_name = f"rlvr_env_plugin_{stem}_{hashlib.sha1(full.encode()).hexdigest()[:8]}"
-    if mod_name in sys.modules:
-        return sys.modules[mod_name]
-    spec = importlib.util.spec_from_file_location(mod_name, full)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
+    from rlvr.plugins import import_target
+
     _LOADING_SOURCE = path
     try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(mod_name, None)
-        raise
+        return import_target(path)  # one loader for every plugin kind: a file is imported once, under one name
     finally:
         _LOADING_SOURCE = None
-    return module
 
 
 def _load_entry_points() -> None:

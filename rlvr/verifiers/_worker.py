@@ -6,7 +6,7 @@ caller's ``__main__`` (a training script, a Ray worker) and starts the same way 
 
 Protocol (pickled tuples over ``multiprocessing.connection.Connection``):
   parent -> worker: ("init", config_dict, plugin_modules, optional_modules, sys_path) | ("chunk", [(idx, response,
-                    ground_truth, verifier, prompt), ...]) | ("stop",)
+                    ground_truth, verifier, prompt, extra), ...]) | ("stop",)
   worker -> parent: ("ready", pid) | ("init_error", message) | ("result", idx, score, details, error,
                     stats), sent as soon as each sample is done: the parent reads the first
                     unanswered index of a chunk as the one in progress when it must kill.
@@ -67,18 +67,18 @@ def _run_chunk(items, config, run_request):
     global _executor
     futures = {}
     if config.code_concurrency > 1:
-        for k, (idx, response, truth, verifier, prompt) in enumerate(items):
+        for k, (idx, response, truth, verifier, prompt, extra) in enumerate(items):
             names = [verifier] if isinstance(verifier, str) else list(verifier)
             if names and all(n in _CONCURRENT for n in names):
                 if _executor is None:
                     from concurrent.futures import ThreadPoolExecutor
                     _executor = ThreadPoolExecutor(config.code_concurrency, thread_name_prefix="sandbox")
-                futures[k] = _executor.submit(run_request, response, truth, verifier, prompt, config)
-    for k, (idx, response, truth, verifier, prompt) in enumerate(items):
+                futures[k] = _executor.submit(run_request, response, truth, verifier, prompt, config, extra=extra)
+    for k, (idx, response, truth, verifier, prompt, extra) in enumerate(items):
         if k in futures:
             res, stats = futures[k].result()
         else:
-            res, stats = run_request(response, truth, verifier, prompt, config)
+            res, stats = run_request(response, truth, verifier, prompt, config, extra=extra)
         yield idx, res, stats
 
 

@@ -33,6 +33,7 @@ class VerifyRequest:
     verifier: str | list[str]
     prompt: str | None = None
     question: str | None = None  # the row's last user message (LLM judges read it rather than the rendered prompt)
+    extra: dict[str, Any] | None = None  # the row's extra columns (a source's extra_keys), for verifiers taking **row
 
     def names(self) -> list[str]:
         return [self.verifier] if isinstance(self.verifier, str) else list(self.verifier)
@@ -41,7 +42,7 @@ class VerifyRequest:
     def for_completions(cls, rows: list[dict], prompts: list[str], completions: list) -> list["VerifyRequest"]:
         """One request per completion (anything with .text and .prompt_index), from its prompt's row."""
         return [cls(c.text, rows[c.prompt_index]["ground_truth"], rows[c.prompt_index]["verifier"], prompts[c.prompt_index],
-                    _last_user(rows[c.prompt_index]))
+                    _last_user(rows[c.prompt_index]), rows[c.prompt_index].get("extra"))
                 for c in completions]
 
 

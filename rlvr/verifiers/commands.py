@@ -13,7 +13,10 @@ from typing import Any
 from rlvr.verifiers.base import PluginError, VerifyRequest
 from rlvr.verifiers.config import VerifierConfig
 from rlvr.verifiers.pool import VerifierPool
-from rlvr.verifiers.registry import _REGISTRY, list_verifiers, load_plugins
+from rlvr.verifiers.registry import _REGISTRY, list_verifiers, load_plugins, unknown_message
+
+
+_ROW_FIELDS = ("id", "prompt", "response", "verifier", "ground_truth")
 
 
 def cmd_verifiers(plugins: list[str]) -> int:
@@ -60,7 +63,7 @@ def _read_rows(input_path: str, also_known: set[str] = frozenset()) -> tuple[lis
                 continue
             unknown = [x for x in names if x not in _REGISTRY and x not in also_known]
             if unknown:
-                bad.append((n, row.get("id"), f"unknown verifier '{unknown[0]}'"))
+                bad.append((n, row.get("id"), unknown_message(unknown, also_known, "field 'verifier'")))
                 continue
             if not isinstance(row["response"], str):
                 bad.append((n, row.get("id"), "response must be a string"))
@@ -126,8 +129,10 @@ def cmd_verify(input_path: str, output_path: str, config: VerifierConfig, judges
         return 2
     for n, _, reason in bad:
         print(f"{input_path}:{n}: {reason}", file=sys.stderr)
+    # Other fields of a row reach verifiers that take **row (plain `file.py:function` plugins).
     requests = [VerifyRequest(response=row["response"], ground_truth=row["ground_truth"], verifier=row["verifier"],
-                              prompt=row.get("prompt")) for _, row in good]
+                              prompt=row.get("prompt"), extra={k: v for k, v in row.items() if k not in _ROW_FIELDS} or None)
+                for _, row in good]
     with with_judges(VerifierPool(config), judges) as pool:
         results = pool.score(requests, progress=True)
         stats = pool.stats()

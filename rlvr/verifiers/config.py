@@ -17,8 +17,9 @@ class VerifierConfig(BaseModel):
         "mean", description="how a row naming several verifiers combines their scores")
     weights: dict[str, float] = Field(default_factory=dict, description="per-verifier weight for combine: weighted "
                                                                         "(missing names weigh 1.0)")
-    plugins: list[str] = Field(default_factory=list, description="Python modules to import for @register plugins "
-                                                                 "(entry points in group 'rlvr.verifiers' load too)")
+    plugins: list[str] = Field(default_factory=list, description="modules or .py files (relative to the recipe) to import "
+                                                                 "for @register plugins; file.py:function registers a plain "
+                                                                 "reward fn(completion, ground_truth, **row) under its name")
     ifeval_mode: Literal["strict", "loose"] = Field("strict", description="IFEval strict check, or loose (also "
                                                                           "accepts the response with first/last line "
                                                                           "or markdown asterisks removed)")

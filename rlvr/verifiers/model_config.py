@@ -172,6 +172,7 @@ def load_model_sections(path: str) -> ModelSections:
         raise ValueError(str(e)) from None
     except ValidationError as e:
         raise ValueError(f"{path}: {_describe(e)}") from None
+    _paths_relative_to(sections, path)
     from rlvr.hub import ModelPathError, resolve
 
     models = [(f"judges.{n}", j) for n, j in sections.judges.items() if j.path is not None]
@@ -183,3 +184,21 @@ def load_model_sections(path: str) -> ModelSections:
     if not sections.judges and not sections.reward_models:
         raise ValueError(f"{path}: no judges: or reward_models: section")
     return sections
+
+
+def _paths_relative_to(sections: ModelSections, yaml_path: str) -> None:
+    """Model paths in a judges file are relative to that file (like base:), not to the current directory.
+
+    An `org/name` that is not a folder beside the file is left as written: it is a Hub id."""
+    import re
+    from pathlib import Path
+
+    folder = Path(yaml_path).resolve().parent
+    models = [j for j in sections.judges.values() if j.path is not None] + list(sections.reward_models.values())
+    for cfg in models:
+        p = Path(cfg.path).expanduser()
+        if p.is_absolute():
+            continue
+        beside = folder / p
+        if beside.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", cfg.path):
+            cfg.path = str(beside.resolve())

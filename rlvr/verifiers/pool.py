@@ -136,7 +136,8 @@ class VerifierPool:
                 if self.config.workers == 0:
                     for i in todo:
                         r = requests[i]
-                        res, stats = run_request(r.response, r.ground_truth, r.verifier, r.prompt, self.config)
+                        res, stats = run_request(r.response, r.ground_truth, r.verifier, r.prompt, self.config,
+                                                    extra=r.extra)
                         self._record(stats)
                         results[i] = res
                         bar.advance(1)
@@ -217,7 +218,7 @@ class VerifierPool:
                 if w.ready and not w.pending and queue:
                     chunk = queue.popleft()
                     payload = [(i, requests[i].response, requests[i].ground_truth, requests[i].verifier,
-                                requests[i].prompt) for i in chunk]
+                                requests[i].prompt, requests[i].extra) for i in chunk]
                     try:
                         w.send_conn.send(("chunk", payload))
                     except OSError:  # the worker died (EPIPE): retry the chunk on its replacement

@@ -27,6 +27,8 @@ class Entry:
     target: str | None = None              # "module:attr" of a lazy built-in
     is_async: bool = False
     wants_config: bool = False
+    wants_extra: bool = False                # takes **kwargs: gets the row's extra columns
+    plain: Callable[..., Any] | None = None  # the user's function behind a `file.py:function` plugin
 
     def resolve(self) -> "Entry":
         if self.fn is None:
@@ -38,9 +40,11 @@ class Entry:
         self.fn = fn
         self.is_async = inspect.iscoroutinefunction(fn)
         try:
-            self.wants_config = "config" in inspect.signature(fn).parameters
+            params = inspect.signature(fn).parameters
         except (TypeError, ValueError):
-            self.wants_config = False
+            params = {}
+        self.wants_config = "config" in params
+        self.wants_extra = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 _BUILTINS = {
@@ -109,7 +113,7 @@ def get_entry(name: str) -> Entry:
     try:
         entry = _REGISTRY[name]
     except (KeyError, TypeError):
-        raise PluginError(f"unknown verifier '{name}'") from None
+        raise PluginError(unknown_message([name])) from None
     return entry.resolve()
 
 
@@ -135,16 +139,22 @@ def plugin_modules() -> list[str]:
     The pool re-imports them in its workers, so a plugin imported by the user's own code
     works there without being listed in ``verifiers.plugins``.
     """
+    from rlvr.plugins import FILE_MODULES
+
     builtin_mods = {t.split(":")[0] for t, _ in _BUILTINS.values()}
-    return sorted({e.fn.__module__ for e in _REGISTRY.values()
-                   if e.fn is not None and e.fn.__module__ not in builtin_mods
-                   and e.fn.__module__ not in ("__main__", "__mp_main__") and e.source == e.fn.__module__})
+    mods = {e.fn.__module__ for e in _REGISTRY.values()
+            if e.fn is not None and e.fn.__module__ not in builtin_mods
+            and e.fn.__module__ not in ("__main__", "__mp_main__") and e.source == e.fn.__module__}
+    # A file's private module name imports nowhere else: hand on its path instead.
+    return sorted({FILE_MODULES.get(m, m) for m in mods} | set(_LOADED_SPECS))
 
 
-def check_verifier_names(names: Iterable[str | list[str] | tuple[str, ...]], also_known: Iterable[str] = ()) -> None:
+def check_verifier_names(names: Iterable[str | list[str] | tuple[str, ...]], also_known: Iterable[str] = (),
+                         field: str | None = None) -> None:
     """Raise PluginError naming every unknown verifier (called before any cluster starts).
 
-    ``also_known``: further valid names (the recipe's judges and reward models)."""
+    ``also_known``: further valid names (the recipe's judges and reward models); ``field``: where the
+    names came from, put first in the message."""
     extra = set(also_known)
     unknown: list[str] = []
     for n in names:
@@ -152,23 +162,73 @@ def check_verifier_names(names: Iterable[str | list[str] | tuple[str, ...]], als
             if name not in _REGISTRY and name not in extra and name not in unknown:
                 unknown.append(name)
     if unknown:
-        known = ", ".join(sorted(set(_REGISTRY) | extra))
-        listed = ", ".join(f"'{u}'" for u in unknown)
-        raise PluginError(f"unknown verifier{'s' if len(unknown) > 1 else ''} {listed} (known: {known}; "
-                          "plugins are loaded from verifiers.plugins and the 'rlvr.verifiers' entry points)")
+        raise PluginError(unknown_message(unknown, extra, field))
+
+
+def unknown_message(unknown: list[str], also_known: Iterable[str] = (), field: str | None = None) -> str:
+    """One line: which names are unknown, where they came from, and every name that would work."""
+    known = ", ".join(sorted(set(_REGISTRY) | set(also_known)))
+    listed = ", ".join(f"'{u}'" for u in unknown)
+    where = f" in {field}" if field else ""
+    return (f"unknown verifier{'s' if len(unknown) > 1 else ''} {listed}{where} (known: {known}; plugins load from "
+            "verifiers.plugins / --plugin (module, file.py or file.py:function) and the 'rlvr.verifiers' entry points)")
+
+
+# specs loaded through load_plugins in this process; worker processes load the same list
+_LOADED_SPECS: list[str] = []
 
 
 def load_plugins(modules: Iterable[str] = (), entry_points: bool = True) -> None:
-    """Import user plugin modules, then every ``rlvr.verifiers`` entry point (once per process)."""
-    for mod in modules:
+    """Import user plugins, then every ``rlvr.verifiers`` entry point (once per process).
+
+    Each item is a module (``my_project.rewards``, importable from sys.path or the start
+    directory) or a ``.py`` file, whose ``@register`` decorators run on import; with
+    ``:function`` appended, that plain function is registered under its own name, called as
+    ``function(completion, ground_truth, **row)`` (row: ``prompt`` and the source's extra_keys).
+    """
+    global _LOADING_SOURCE
+    from rlvr.plugins import import_target, split_spec
+
+    for spec in modules:
+        target, attr = split_spec(spec)
         try:
-            importlib.import_module(mod)
+            module = import_target(target)
+            if attr is not None:
+                fn = getattr(module, attr, None)
+                if not callable(fn):
+                    raise PluginError(f"verifier plugin '{spec}': {target} has no function {attr!r}")
+                if not (attr in _REGISTRY and getattr(_REGISTRY[attr], "plain", None) is fn):
+                    _LOADING_SOURCE = spec
+                    try:
+                        register(attr)(_plain(fn))
+                    finally:
+                        _LOADING_SOURCE = None
+                    _REGISTRY[attr].plain = fn
         except PluginError:
             raise
         except BaseException as e:  # noqa: BLE001 - a plugin's SystemExit must not end the run either
-            raise PluginError(f"cannot import verifier plugin module '{mod}': {type(e).__name__}: {e}") from e
+            raise PluginError(f"cannot import verifier plugin '{spec}': {type(e).__name__}: {e}") from e
+        if spec not in _LOADED_SPECS:
+            _LOADED_SPECS.append(spec)
     if entry_points:
         _load_entry_points()
+
+
+def _plain(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A TRL-style ``fn(completion, ground_truth, **row)`` as a verifier: it gets the row fields it accepts."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+    def verifier(response, ground_truth, *, prompt=None, **extra):
+        row = {"prompt": prompt, **extra}
+        return fn(response, ground_truth, **(row if takes_all else {k: v for k, v in row.items() if k in params}))
+
+    verifier.__doc__ = fn.__doc__
+    verifier.__qualname__ = f"plain({_qualname(fn)})"
+    return verifier
 
 
 def _load_entry_points() -> None:

@@ -67,7 +67,7 @@ def _run_coro(coro):
 
 
 def call_one(name: str, response: str, ground_truth: Any, prompt: str | None,
-             config: VerifierConfig) -> tuple[VerifyResult, CallStat]:
+             config: VerifierConfig, extra: dict[str, Any] | None = None) -> tuple[VerifyResult, CallStat]:
     """One verifier on one sample, bounded by ``config.timeout_s``; never raises."""
     t0 = time.perf_counter()
     try:
@@ -77,6 +77,8 @@ def call_one(name: str, response: str, ground_truth: Any, prompt: str | None,
     kwargs: dict[str, Any] = {"prompt": prompt}
     if entry.wants_config:
         kwargs["config"] = config
+    if extra and entry.wants_extra:
+        kwargs.update(extra)
     kind: str | None = None
     timer = _SoftTimer(config.timeout_s)
     try:
@@ -100,7 +102,7 @@ def call_one(name: str, response: str, ground_truth: Any, prompt: str | None,
 
 
 def run_request(response: str, ground_truth: Any, verifier: str | list[str], prompt: str | None,
-                config: VerifierConfig) -> tuple[VerifyResult, list[CallStat]]:
+                config: VerifierConfig, extra: dict[str, Any] | None = None) -> tuple[VerifyResult, list[CallStat]]:
     """All verifiers named on one row, combined per ``config.combine``."""
     names = [verifier] if isinstance(verifier, str) else list(verifier)
     if not names:
@@ -108,7 +110,7 @@ def run_request(response: str, ground_truth: Any, verifier: str | list[str], pro
     if not isinstance(response, str):
         response = "" if response is None else str(response)
     if len(names) == 1:
-        res, stat = call_one(names[0], response, ground_truth, prompt, config)
+        res, stat = call_one(names[0], response, ground_truth, prompt, config, extra)
         return res, [stat]
     parts: list[tuple[str, VerifyResult]] = []
     stats: list[CallStat] = []
@@ -116,7 +118,7 @@ def run_request(response: str, ground_truth: Any, verifier: str | list[str], pro
     per_name = isinstance(ground_truth, dict) and bool(ground_truth) and set(ground_truth) <= set(names)
     for name in names:
         truth = ground_truth.get(name) if per_name else ground_truth
-        res, stat = call_one(name, response, truth, prompt, config)
+        res, stat = call_one(name, response, truth, prompt, config, extra)
         parts.append((name, res))
         stats.append(stat)
     score = combine([(n, r.score) for n, r in parts], config)

@@ -181,7 +181,7 @@ class Scorer:
                     work.setdefault(n, []).append((r.question or r.prompt, r.response if isinstance(r.response, str) else str(r.response or ""), truth))
                     work_slots.setdefault(n, []).append(i)
                 else:
-                    pool_reqs.append(VerifyRequest(r.response, truth, n, r.prompt))
+                    pool_reqs.append(VerifyRequest(r.response, truth, n, r.prompt, extra=r.extra))
                     pool_slots.append((i, n))
         fut = self.models.score_async(work)  # judges and reward models work while the pool checks the rest
         pool_out = self.pool.score(pool_reqs, progress=progress) if pool_reqs else []

@@ -243,10 +243,20 @@ def test_environment_plugin_shipped_with_submit_loads_in_the_job(head, toy_dir, 
                             for a in range(10, 20)))
     monkeypatch.syspath_prepend(str(plugins))
     root = Path(__file__).resolve().parents[2]
-    code, out, err = _cli(capsys, "submit", root / "recipes" / "toy_addition_cpu.yaml", "--address", head,
+    # A plain reward function in a file next to the recipe (path relative to it): it must load in the job,
+    # since the train rows name it as their verifier (an unknown one would stop prepare).
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "recipe.yaml").write_text(f"base: {root / 'recipes' / 'toy_addition_cpu.yaml'}\n"
+                                      "verifiers: {plugins: [shipped_reward.py:shipped_reward]}\n")
+    (proj / "shipped_reward.py").write_text("def shipped_reward(completion, ground_truth, **row):\n    return 1.0\n")
+    code, out, err = _cli(capsys, "submit", proj / "recipe.yaml", "--address", head,
                           "--set", f"model.path={toy_dir}/model", "--set", f"data.train.0.path={rows}",
+                          "--set", "data.train.0.verifier=shipped_reward",
                           "--set", f"data.eval.0.path={toy_dir}/eval.jsonl", "--set", "environments.plugins=[my_envs]",
                           "--set", "rollout.num_cpus=8", "--set", "logging.wandb=false", "--set", "logging.progress=false")
     assert code == 1 and "note: shipping module my_envs from" in err, err
+    assert "note: shipping module " + str(proj / "shipped_reward.py") in err, err
     assert "the recipe needs 9 CPUs but the cluster has 1" in out, out[-2000:]  # prepare passed in the job
     assert "shipped_countdown" not in out  # no unknown-environment error
+    assert "shipped_reward" not in out  # no unknown-verifier or plugin-import error

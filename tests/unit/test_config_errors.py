@@ -91,7 +91,27 @@ def test_unparsable_data_line_names_file_and_line(capsys, tmp_path):
 def test_unknown_verifier(capsys, tmp_path):
     (tmp_path / "train.jsonl").write_text(json.dumps({"prompt": "a", "ground_truth": "1", "verifier": "no_such_check"}) + "\n")
     err = _run(capsys, _write_recipe(tmp_path))
-    assert "no_such_check" in err
+    assert "unknown verifier 'no_such_check' in data.train.0 (" in err and "rows' verifier/dataset column" in err
+    assert "(known: " in err and "gsm8k" in err and "math" in err  # the names that would work
+
+
+def test_source_verifier_is_checked_even_when_rows_name_their_own(capsys, tmp_path):
+    """A source's `verifier:` that names nothing known stops the run, though every row carries `dataset`."""
+    (tmp_path / "train.jsonl").write_text(json.dumps({"prompt": "a", "ground_truth": "1", "dataset": "math"}) + "\n"
+                                          + json.dumps({"prompt": "b", "ground_truth": "2"}) + "\n")
+    err = _run(capsys, _write_recipe(tmp_path, data__train=[{"path": str(tmp_path / "train.jsonl"), "verifier": "maths"}]))
+    assert "unknown verifier 'maths' in data.train.0.verifier (known: " in err
+    # all rows name their own, another one: the source's verifier would never be used
+    (tmp_path / "train.jsonl").write_text(json.dumps({"prompt": "a", "ground_truth": "1", "dataset": "math"}) + "\n")
+    err = _run(capsys, _write_recipe(tmp_path, data__train=[{"path": str(tmp_path / "train.jsonl"), "verifier": "gsm8k"}]))
+    assert "verifier: 'gsm8k' is used by no row: every row names its own (math" in err and "overrides it" in err
+
+
+def test_bad_column_mapping(capsys, tmp_path):
+    (tmp_path / "t.csv").write_text("question,answer\nWhat is 1+1?,#### 2\n")
+    err = _run(capsys, _write_recipe(tmp_path, data__train=[{"path": str(tmp_path / "t.csv"), "prompt_key": "q",
+                                                              "answer_key": "answer", "verifier": "gsm8k"}]))
+    assert "t.csv: prompt_key: no column 'q' in " in err and "row 0" in err
 
 
 def test_unknown_environment(capsys, tmp_path):

@@ -64,7 +64,7 @@ def test_missing_path():
 
 
 def test_unknown_format(tmp_path):
-    p = tmp_path / "rows.csv"
+    p = tmp_path / "rows.txt"
     p.write_text("a,b\n")
     with pytest.raises(DataError, match="unknown data format"):
         load_sources([src(p)])
@@ -119,7 +119,7 @@ def test_saved_datasets_dir(tmp_path):
     with pytest.raises(DataError, match="no split 'dev'"):
         load_sources([src(tmp_path / "dd", split="dev")])
     (tmp_path / "plain").mkdir()
-    with pytest.raises(DataError, match="not a datasets.save_to_disk dataset"):
+    with pytest.raises(DataError, match="neither a datasets.save_to_disk dataset"):
         load_sources([src(tmp_path / "plain")])
 
 

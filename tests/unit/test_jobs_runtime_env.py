@@ -150,3 +150,15 @@ def test_token_protected_cluster_is_a_one_line_hint(monkeypatch):
     with pytest.raises(jobs.JobError, match="export RAY_AUTH_MODE=token") as e:
         jobs.connect("http://127.0.0.1:8265")
     assert "\n" not in str(e.value)
+
+
+def test_reward_file_next_to_the_recipe_travels_and_the_recipe_points_at_the_copy(setup):
+    tmp, _, staging = setup
+    (tmp / "proj").mkdir()
+    (tmp / "proj" / "my_reward.py").write_text("def reward(completion, ground_truth, **row):\n    return 1.0\n")
+    text = (tmp / "recipe.yaml").read_text().replace("- unit_file_rewards", "- my_reward.py:reward")
+    (tmp / "proj" / "recipe.yaml").write_text(text.replace("train.jsonl", str(tmp / "train.jsonl")))
+    spec = jobs.build_train_job(tmp / "proj" / "recipe.yaml", staging)
+    assert (staging / "my_reward.py").is_file()  # found relative to the recipe, not the current directory
+    sets = dict(s.split("=", 1) for s in _sets(spec.entrypoint))
+    assert yaml.safe_load(sets["verifiers.plugins"])[0] == "my_reward.py:reward"  # resolves in the working_dir

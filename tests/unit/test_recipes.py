@@ -25,9 +25,17 @@ def _in_repo(path: str) -> bool:
     return subprocess.run(["git", "check-ignore", "-q", str(p)], cwd=ROOT).returncode == 1
 
 
+def _hub_id(path: str) -> bool:
+    """A Hub model id (org/name) rather than a local path: those are fetched on first use, not declared."""
+    import re
+
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", path)) and not (ROOT / path).exists() \
+        and path.split("/")[0] not in {"models", "runs", "data", "recipes"}
+
+
 def test_the_glob_sees_the_recipes():
     names = {p.relative_to(ROOT / "recipes").as_posix() for p in RECIPES}
-    assert {"toy_addition_cpu.yaml", "smollm2_ifeval_cpu.yaml", "gsm8k_gpu.yaml", "ifeval_gpu.yaml", "code_gpu.yaml",
+    assert {"toy_addition_cpu.yaml", "smollm2_ifeval_cpu.yaml", "gsm8k_gpu.yaml", "math_gpu.yaml", "ifeval_gpu.yaml", "code_gpu.yaml",
             "tulu3_rlvr/base.yaml", "tulu3_rlvr/0.5b.yaml", "tulu3_rlvr/1.5b.yaml", "tulu3_rlvr/7b.yaml"} <= names
 
 
@@ -36,6 +44,8 @@ def test_recipe_is_valid(path):
     recipe = load_recipe(path, check_files=False)
     # Inputs are repository files (paths from the root, where `rlvr train` runs) or say how to get them.
     for field, p in recipe_paths(recipe):
+        if field.endswith("model.path") and _hub_id(p):
+            continue  # a Hub id: resolved on the driver at start, nothing to declare
         assert _in_repo(p) or external_source(recipe, p), f"{field}: {p} is neither in the repo nor in external_paths"
     assert all(how.strip() for how in recipe.external_paths.values())
     assert hardware_problem(recipe) is None
@@ -58,14 +68,72 @@ def test_recipes_declare_their_made_inputs_with_the_project_command():
 def test_tulu3_sizes_inherit_the_papers_hyperparameters():
     base = load_recipe(ROOT / "recipes" / "tulu3_rlvr" / "base.yaml", check_files=False)
     assert (base.learner.lr, base.algorithm.kl_coef, base.algorithm.advantage) == (3e-7, 0.05, "gae")
-    assert len(base.data.train) == 3
+    assert [s.path for s in base.data.train] == ["hf:allenai/RLVR-GSM-MATH-IF-Mixed-Constraints"]  # Tülu 3's own mix
     for size, ranks, gpus in (("0.5b", 1, 2), ("1.5b", 3, 4), ("7b", 7, 8)):
         r = load_recipe(ROOT / "recipes" / "tulu3_rlvr" / f"{size}.yaml", check_files=False)
         assert r.model.path != base.model.path and r.name != base.name
         assert (r.learner.lr, r.algorithm, r.data, r.train) == (base.learner.lr, base.algorithm, base.data, base.train)
         assert (r.learner.ranks, r.hardware.gpus_per_node, r.hardware.nodes) == (ranks, gpus, 1)
         assert r.learner.zero_stage == 3 and r.hardware.gpu_memory_gib == 80  # merged from the base, not restated
-        assert external_source(r, r.model.path)
+        assert _hub_id(r.model.path)
+
+
+# One row as each Hub dataset the GPU recipes name has it (its documented columns), to check the mapping offline.
+HUB_ROWS = {
+    "hf:openai/gsm8k": {"question": "Tom has 3 apples and buys 2. How many?", "answer": "3 + 2 = 5\n#### 5"},
+    "hf:DigitalLearningGmbH/MATH-lighteval": {"problem": "What is $1/2+1/2$?", "solution": "It is $\\boxed{1}$.",
+                                              "level": "Level 1", "type": "Algebra"},
+    "hf:HuggingFaceH4/MATH-500": {"problem": "What is $1/2+1/2$?", "solution": "...", "answer": "1", "subject": "Algebra",
+                                  "level": 1, "unique_id": "x"},
+    "hf:allenai/RLVR-IFeval": {"messages": [{"role": "user", "content": "Answer in lowercase."}], "ground_truth":
+                               '{"func_name": "validate_lowercase"}', "dataset": "ifeval", "constraint_type": "c",
+                               "constraint": "lowercase"},
+    "hf:allenai/RLVR-GSM-MATH-IF-Mixed-Constraints": {"messages": [{"role": "user", "content": "What is 2+2?"}],
+                                                      "ground_truth": "4", "dataset": "MATH"},
+    "hf:google/IFEval": {"key": 1, "prompt": "Write in lowercase.", "instruction_id_list": ["change_case:english_lowercase"],
+                         "kwargs": [{"num_words": None}]},
+    "hf:google-research-datasets/mbpp": {"task_id": 1, "text": "Write a function add(a, b).", "code": "def add(a,b): return a+b",
+                                         "test_list": ["assert add(1, 2) == 3", "assert add(0, 0) == 0"],
+                                         "test_setup_code": "", "challenge_test_list": []},
+}
+
+
+def test_gpu_recipes_hub_sources_map_their_rows():
+    """Every hf: source of a recipe maps a row with its dataset's columns to a prompt, a ground truth and a known verifier."""
+    from rlvr.data.mapping import map_record
+    from rlvr.data.normalize import normalize_record
+    from rlvr.verifiers.registry import _REGISTRY
+
+    seen = set()
+    for path in RECIPES:
+        recipe = load_recipe(path, check_files=False)
+        for src in [*recipe.data.train, *recipe.data.eval]:
+            if not src.path.startswith("hf:"):
+                continue
+            seen.add(src.path)
+            rec = map_record(dict(HUB_ROWS[src.path]), src, "row 0") if src.mapped else HUB_ROWS[src.path]
+            row, reason = normalize_record(rec, source=src.label, index=0, where="row 0", default_verifier=src.verifier)
+            assert row is not None, (path.name, src.path, reason)
+            assert row["messages"][-1]["role"] == "user" and row["messages"][-1]["content"].strip()
+            assert row["ground_truth"] and set(row["verifier"]) <= set(_REGISTRY), (src.path, row)
+    assert seen == set(HUB_ROWS)
+    gsm = next(s for s in load_recipe(ROOT / "recipes" / "gsm8k_gpu.yaml", check_files=False).data.train)
+    assert map_record(dict(HUB_ROWS["hf:openai/gsm8k"]), gsm, "row 0")["ground_truth"] == "5"
+
+
+def test_guide_table_lists_every_recipe_and_agrees_on_figures():
+    """docs/guide.md's recipe table names each recipe, and the SmolLM2 figures are the ones its header records."""
+    import re
+
+    guide = (ROOT / "docs" / "guide.md").read_text()
+    table = guide[guide.index("| recipe | trains | hardware | inputs |"):]
+    for path in RECIPES:
+        rel = path.relative_to(ROOT / "recipes").as_posix()
+        short = re.sub(r"tulu3_rlvr/(0\.5b|1\.5b|7b)\.yaml", "tulu3_rlvr/{0.5b,1.5b,7b}.yaml", rel)
+        assert f"`{short}`" in table, f"{rel} missing from the guide's recipe table"
+    header = (ROOT / "recipes" / "smollm2_ifeval_cpu.yaml").read_text()
+    for figure in re.findall(r"~\d+ GiB|~\d+ s per step|in \d+ min", header):
+        assert figure.replace(" min", " minutes") in guide or figure in guide, figure
 
 
 def test_code_fixture_references_pass_their_tests():

@@ -455,3 +455,20 @@ def test_one_bad_judge_reply_costs_only_its_sample():
     assert stats["reward_model/rm/errors"] == 2
     assert alone[0].score == pytest.approx(0.8) and alone[1].score == 0.0 and "client bug" in alone[1].error
     assert stats["judge/broken/errors"] == 1
+
+
+def test_judges_file_paths_are_relative_to_the_file(tmp_path, monkeypatch):
+    """`--judges some/dir/judges.yaml` finds `rm/` beside the file, whatever the current directory."""
+    from rlvr.verifiers.model_config import load_model_sections
+
+    (tmp_path / "conf" / "rm").mkdir(parents=True)
+    (tmp_path / "conf" / "rm" / "config.json").write_text("{}")
+    (tmp_path / "conf" / "judges.yaml").write_text("reward_models:\n  parity: {path: rm}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    sec = load_model_sections(str(tmp_path / "conf" / "judges.yaml"))
+    assert sec.reward_models["parity"].path == str(tmp_path / "conf" / "rm")
+    (tmp_path / "conf" / "judges.yaml").write_text("reward_models:\n  parity: {path: ./missing/rm}\n")
+    with pytest.raises(ValueError, match=f"no Hugging Face checkpoint at {tmp_path / 'conf' / 'missing' / 'rm'}"):
+        load_model_sections(str(tmp_path / "conf" / "judges.yaml"))
