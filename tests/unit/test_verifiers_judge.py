@@ -122,7 +122,7 @@ def test_bad_sections_fail_in_one_line(tmp_path, section, where, msg):
 
 
 def test_prepare_rejects_names_taken_and_unknown(tmp_path):
-    from rlvr.controller import prepare
+    from rlvr.loop.trainer import prepare
 
     with pytest.raises(RecipeError, match="judges.math: 'math' is already a registered verifier"):
         prepare(load_recipe(_recipe(tmp_path, "judges: {math: {base_url: 'http://h'}}"), check_files=False))

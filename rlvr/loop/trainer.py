@@ -138,7 +138,8 @@ class Trainer:
             total_steps=r.train.steps, micro_batches=self.micro_batches, seed=r.seed, dtype=r.model.dtype)
             for i in range(r.learner.ranks)]
         self.rollouts = [self._new_engine(i, self.placement.rollout_options(i)) for i in range(r.rollout.engines)]
-        from rlvr.verifiers.scorer import Scorer, start_model_verifiers
+        from rlvr.verifiers.scorer import Scorer
+        from rlvr.engines.model_verifiers import start_model_verifiers
 
         # Judges' engines and reward models (their own bundles) load while the rest starts.
         models = start_model_verifiers(r.judges, r.reward_models, placement=self.placement, seed=r.seed)
@@ -153,7 +154,7 @@ class Trainer:
         # LoRA: syncs carry only the adapter (with its config); the engines loaded the same frozen base.
         self.adapter = ray.get(self.learners[0].adapter_config.remote())
         self.trainable_parameters = ray.get(self.learners[0].trainable_parameters.remote())
-        from rlvr.actors.scheduler import RolloutScheduler
+        from rlvr.engines.scheduler import RolloutScheduler
 
         ro = r.rollout
         self.scheduler = RolloutScheduler(self.rollouts, max_seqs_per_engine=ro.max_seqs_per_engine,
@@ -294,7 +295,7 @@ class Trainer:
     def _new_engine(self, i: int, options: dict):
         import ray
 
-        from rlvr.actors.rollout import RolloutActor
+        from rlvr.engines.rollout import RolloutActor
 
         r = self.recipe
         return ray.remote(RolloutActor).options(**options).remote(
@@ -378,7 +379,7 @@ class Trainer:
         """Form the broadcast group: learner rank 0 + one rank per engine worker (tensor-parallel workers each join)."""
         import ray
 
-        from rlvr.cluster.weight_sync import free_port
+        from rlvr.weights.sync import free_port
 
         r = self.recipe
         tp = r.rollout.tensor_parallel_size
@@ -637,7 +638,7 @@ class Trainer:
         for k in outs[0]:
             m[k] = _mean(o[k] for o in outs)
         if "learner/tokens" in outs[0]:  # ranks wait for the slowest: the most tokens over the mean
-            from rlvr.learners.packing import imbalance
+            from rlvr.learners.partition import imbalance
 
             m["learner/rank_imbalance"] = imbalance([o["learner/tokens"] for o in outs])
         all_equal = [len({s.score for s in g.scores}) == 1 for g in groups]
