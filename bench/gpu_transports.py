@@ -4,7 +4,7 @@ Torch only (no Ray, no vLLM), so it runs on any CUDA machine with torch installe
 
     python bench/gpu_transports.py [--gb 1] [--bucket-mb 256] [--dtype bfloat16]
 
-Two spawned processes run rlvr's real WeightSyncGroup (rlvr/cluster/weight_sync.py) over a
+Two spawned processes run rlvr's real WeightSyncGroup (rlvr/weights/sync.py) over a
 plain torch.distributed group: the learner sends Qwen2-shaped tensors, the receiver copies
 them into preallocated ones, checks every bit, and the learner times it (median of 3).
 
@@ -41,7 +41,7 @@ def main() -> int:
         print(f"no CUDA GPU visible to torch {torch.__version__} (CUDA build: {torch.version.cuda or 'none'}): "
               "nothing to check here; run this on a GPU machine", file=sys.stderr)
         return 2
-    from rlvr.cluster.bench import bench_weight_sync, format_result
+    from rlvr.weights.bench import bench_weight_sync, format_result
 
     gpus = torch.cuda.device_count()
     print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {gpus} x {torch.cuda.get_device_name(0)}")

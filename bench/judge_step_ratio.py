@@ -40,7 +40,7 @@ def main() -> None:
     a = p.parse_args()
 
     from rlvr.config import load_recipe
-    from rlvr.controller import Trainer, prepare
+    from rlvr.loop.trainer import Trainer, prepare
 
     total = 1 + 2 * a.steps * a.rounds
     recipe = load_recipe(ROOT / "recipes" / "toy_addition_cpu.yaml", [

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from rlvr.verifiers import VerifierConfig
-from rlvr.verifiers.commands import bench_verifiers
+from rlvr.cli.verify import bench_verifiers
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)

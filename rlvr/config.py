@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rlvr.data.config import DataConfig
 from rlvr.environments.config import EnvironmentsConfig
-from rlvr.learners.algo_config import AlgorithmConfig
+from rlvr.learners.config import AlgorithmConfig, LearnerConfig
 from rlvr.verifiers.config import VerifierConfig
 from rlvr.verifiers.model_config import JudgeConfig, RewardModelConfig, check_model_names
 
@@ -54,55 +54,6 @@ class RolloutConfig(_Section):
     max_seqs_per_engine: int = Field(1024, ge=1, description="sequences the scheduler keeps in one engine at once; further groups wait and go to whichever engine frees up first")
     health_interval_s: float = Field(5.0, gt=0, description="while waiting for completions, check engines' health this often (seconds)")
     engine_timeout_s: float = Field(60.0, gt=0, description="an engine that does not answer a health check (or a weight sync) within this many seconds is treated as dead and restarted")
-
-
-class LoraConfig(_Section):
-    rank: int = Field(16, ge=1, description="adapter rank r")
-    alpha: float = Field(32.0, gt=0, description="LoRA alpha: the update is scaled by alpha / rank")
-    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter's input (0: RL ratios compare passes)")
-    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                                      min_length=1, description="linear layers that get an adapter (by module name)")
-
-
-class LearnerConfig(_Section):
-    ranks: int = Field(1, ge=1, description="DeepSpeed data-parallel ranks (one Ray actor each)")
-    num_cpus: float = Field(1, gt=0, description="CPUs reserved per learner rank in Ray")
-    num_gpus: float = Field(0, ge=0, description="GPUs reserved per learner rank in Ray (0 on a CPU machine)")
-    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage")
-    lr: float = Field(1e-4, gt=0, description="peak learning rate (AdamW)")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
-    warmup_steps: int = Field(0, ge=0, description="linear LR warm-up, in optimizer steps")
-    lr_schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="LR decay after warm-up, over the run's optimizer steps")
-    micro_batch_size: int = Field(64, ge=1, description="sequences per forward/backward on one rank")
-    grad_clip: float = Field(1.0, ge=0, description="gradient-norm clipping (0 = off); guards against collapse")
-    gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
-    logits_chunk_size: int = Field(2048, ge=1, description="response tokens per LM-head chunk: bounds the [tokens, vocab] float32 logits held at once")
-    compile: bool = Field(False, description="torch.compile the decoder layers and the log-prob kernel (GPU speed-up; the first steps compile; ZeRO 0-2)")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads per rank (default: its reserved CPUs)")
-    critic_lr: float | None = Field(None, gt=0, description="peak learning rate of the critic (advantage gae only; default: learner.lr)")
-    critic_warmup_steps: int | None = Field(None, ge=0, description="linear LR warm-up of the critic, in optimizer steps (default: learner.warmup_steps)")
-    lora: LoraConfig | None = Field(None, description="train LoRA adapters instead of every weight (peft); syncs then send only the adapters")
-    packing: bool = Field(False, description="padding-free micro-batches: sequences packed back to back (attention kept within each) into micro-batches of max_tokens_per_micro_batch tokens, balanced across micro-batches and ranks; micro_batch_size is then unused")
-    max_tokens_per_micro_batch: int = Field(4096, ge=1, description="token budget of one packed micro-batch per rank (with packing; a longer sequence gets one of its own)")
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] | None = Field(None, description="attention kernel of the learner's models (default: transformers' choice, sdpa); packed rows on a GPU run best with flash_attention_2 (varlen) or flex_attention (block mask)")
-    fused_kernels: Literal["auto", "on", "off"] = Field("auto", description="Liger Triton kernels (RMSNorm, RoPE, SwiGLU) in the learner's models: auto = on a GPU when liger-kernel is installed, on = required (GPU), off = never")
-
-    @field_validator("fused_kernels", mode="before")
-    @classmethod
-    def _fused_kernels_bool(cls, v: Any) -> Any:
-        # YAML 1.1 reads a bare on/off as true/false
-        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
-
-    @model_validator(mode="after")
-    def _compile_without_zero3(self) -> "LearnerConfig":
-        if self.compile and self.zero_stage == 3:
-            raise ValueError("compile needs zero_stage 0-2: ZeRO-3's per-layer parameter gathers break the compiled graphs")
-        if self.lora is not None and self.zero_stage == 3:
-            # Tried: the first backward fails (torch.utils.checkpoint: recomputed tensors' metadata differs, with the
-            # frozen base partitioned). Adapters are small and ZeRO-2 shards their optimizer state anyway.
-            raise ValueError("lora needs zero_stage 0-2 (ZeRO-3 with a frozen, partitioned base fails in the backward here)")
-        return self
 
 
 class TrainConfig(_Section):
@@ -379,3 +330,59 @@ def field_reference(model: type[BaseModel] = Recipe, prefix: str = "") -> list[t
         if section and type(None) in args:  # an optional section (learner.lora): its fields, once it is given
             rows.extend(field_reference(section[0], f"{prefix}{name}."))
     return rows
+
+
+class ModelSections(BaseModel):
+    """The ``judges:`` and ``reward_models:`` sections read alone (``rlvr verify/eval/bench --judges FILE``)."""
+
+    model_config = ConfigDict(extra="ignore")  # a whole recipe works too: its other sections are ignored
+
+    judges: dict[str, JudgeConfig] = Field(default_factory=dict)
+    reward_models: dict[str, RewardModelConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _names(self) -> "ModelSections":
+        check_model_names(self.judges, self.reward_models)
+        return self
+
+
+def load_model_sections(path: str) -> ModelSections:
+    """Read and validate the sections from a YAML file (a recipe, with its base: chain, works);
+    ValueError with one line naming the file and field on any problem."""
+    try:
+        raw = read_recipe_mapping(path)
+        sections = ModelSections.model_validate(raw)
+    except RecipeError as e:
+        raise ValueError(str(e)) from None
+    except ValidationError as e:
+        raise ValueError(f"{path}: {_describe(e)}") from None
+    _paths_relative_to(sections, path)
+    from rlvr.hub import ModelPathError, resolve
+
+    models = [(f"judges.{n}", j) for n, j in sections.judges.items() if j.path is not None]
+    for field, cfg in models + [(f"reward_models.{n}", m) for n, m in sections.reward_models.items()]:
+        try:  # a local checkpoint, or a Hub id fetched now and pinned to its commit
+            cfg.revision = resolve(cfg.path, cfg.revision, f"{field}.path")[1] or cfg.revision
+        except ModelPathError as e:
+            raise ValueError(f"{path}: {e}") from None
+    if not sections.judges and not sections.reward_models:
+        raise ValueError(f"{path}: no judges: or reward_models: section")
+    return sections
+
+
+def _paths_relative_to(sections: ModelSections, yaml_path: str) -> None:
+    """Model paths in a judges file are relative to that file (like base:), not to the current directory.
+
+    An `org/name` that is not a folder beside the file is left as written: it is a Hub id."""
+    import re
+    from pathlib import Path
+
+    folder = Path(yaml_path).resolve().parent
+    models = [j for j in sections.judges.values() if j.path is not None] + list(sections.reward_models.values())
+    for cfg in models:
+        p = Path(cfg.path).expanduser()
+        if p.is_absolute():
+            continue
+        beside = folder / p
+        if beside.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", cfg.path):
+            cfg.path = str(beside.resolve())

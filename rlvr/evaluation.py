@@ -1,6 +1,6 @@
 """Evaluation numbers from scored samples: accuracy, unbiased pass@k, per-verifier and per-source.
 
-Pure functions only (no engine, no files): `rlvr eval` (rlvr/eval_command.py) and the trainer's
+Pure functions only (no engine, no files): `rlvr eval` (rlvr/cli/eval.py) and the trainer's
 periodic evaluation (Trainer.evaluate) both turn their completions into records with
 `sample_records` and summarise them with `summarize`, so the two report the same numbers.
 

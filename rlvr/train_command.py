@@ -47,7 +47,7 @@ def cmd_train(args) -> int:
         if args.resume and fresh and not (run_dir / "summary.json").is_file():
             print(f"{run_dir} never completed a step: starting it from the beginning")
         elif args.resume:
-            from rlvr.controller import resume_point
+            from rlvr.loop.trainer import resume_point
 
             point = resume_point(recipe)
             if point is None:
@@ -60,7 +60,7 @@ def cmd_train(args) -> int:
             for old in ("checkpoints", "final", "summary.json", "metrics.jsonl", "eval.jsonl", "eval_samples.jsonl"):
                 target = run_dir / old
                 shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-        from rlvr.controller import Trainer, prepare
+        from rlvr.loop.trainer import Trainer, prepare
 
         prep = prepare(recipe)
     except (RecipeError, CheckpointError) as e:

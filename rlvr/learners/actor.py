@@ -65,8 +65,7 @@ def set_rng_state(state: dict) -> None:
 class LearnerActor:
     def __init__(self, model_path: str, *, rank: int, world_size: int, learner: dict, algorithm: dict,
                  total_steps: int, micro_batches: int, seed: int = 0, dtype: str = "float32"):
-        from rlvr.config import LearnerConfig
-        from rlvr.learners.algo_config import AlgorithmConfig
+        from rlvr.learners.config import AlgorithmConfig, LearnerConfig
 
         self.cfg = LearnerConfig.model_validate(learner)
         self.algo = AlgorithmConfig.model_validate(algorithm)
@@ -77,7 +76,7 @@ class LearnerActor:
 
     def address(self) -> tuple[str, int]:
         """Rank 0's reachable IP and a free port: the rendezvous of the DeepSpeed group and of the weight sync."""
-        from rlvr.cluster.weight_sync import free_port, node_ip
+        from rlvr.weights.sync import free_port, node_ip
 
         return node_ip(), free_port()
 
@@ -379,7 +378,7 @@ class LearnerActor:
         params = list(self.engine.module.named_parameters())
         if self.cfg.lora is None:
             return params
-        from rlvr.learners.lora import adapter_name, is_adapter
+        from rlvr.weights.adapter import adapter_name, is_adapter
 
         return [(adapter_name(n), p) for n, p in params if is_adapter(n)]
 
@@ -404,7 +403,7 @@ class LearnerActor:
     def init_weight_sync(self, host: str, port: int, world_size: int, backend: str = "gloo") -> None:
         """Rank 0 roots the broadcast to every engine; under cuda_ipc every rank feeds its colocated engine."""
         if self.rank == 0 or backend == "cuda_ipc":
-            from rlvr.cluster.weight_sync import WeightSyncGroup
+            from rlvr.weights.sync import WeightSyncGroup
 
             self.sync = WeightSyncGroup(host, port, 0, world_size, backend, device=self.device)
 
@@ -436,7 +435,7 @@ class LearnerActor:
             if self.cfg.lora is None:
                 self.engine.module.save_pretrained(path, state_dict=state, safe_serialization=True)
             else:  # the adapters folded in (a plain checkpoint), and the adapter itself in path/adapter (peft)
-                from rlvr.learners.lora import adapter_name, is_adapter, merged_state, write_adapter
+                from rlvr.weights.adapter import adapter_name, is_adapter, merged_state, write_adapter
 
                 config = self.adapter_config()
                 plain = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype)

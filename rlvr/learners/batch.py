@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from rlvr.learners.partition import balanced_groups, split_even
+
 
 def build_batch(prompt_ids: list[list[int]], response_ids: list[list[int]], rollout_logprobs: list[list[float]],
                 rewards: list[float], *, group_size: int, pad_id: int, temperature: float,
@@ -40,25 +42,6 @@ def build_batch(prompt_ids: list[list[int]], response_ids: list[list[int]], roll
             **({"extra_of": torch.tensor(extra, dtype=torch.long)} if extra else {})}
 
 
-def split_weighted(n: int, weights: list[float]) -> list[slice]:
-    """Contiguous slices of range(n) sized in proportion to `weights` (largest remainders get the leftovers)."""
-    total = sum(weights)
-    exact = [n * w / total for w in weights]
-    sizes = [int(x) for x in exact]
-    for i in sorted(range(len(weights)), key=lambda i: exact[i] - sizes[i], reverse=True)[:n - sum(sizes)]:
-        sizes[i] += 1
-    out, start = [], 0
-    for size in sizes:
-        out.append(slice(start, start + size))
-        start += size
-    return out
-
-
-def split_even(n: int, parts: int) -> list[slice]:
-    """`parts` contiguous slices covering range(n), sizes differing by at most one (the first get the extras)."""
-    return split_weighted(n, [1.0] * parts)
-
-
 def micro_batch_rows(lengths: torch.Tensor, num_minibatches: int, micro_batches: int) -> list[list[torch.Tensor]]:
     """Row indices of each micro-batch, minibatch by minibatch.
 
@@ -88,8 +71,6 @@ def shard_by_groups(batch: dict, ranks: int, balance_tokens: bool = False) -> li
     if groups < ranks:
         raise ValueError(f"{groups} prompt groups cannot be split over {ranks} learner ranks")
     if balance_tokens:
-        from rlvr.learners.packing import balanced_groups
-
         group_tokens = batch["attention_mask"][:main].sum(-1).view(groups, g).sum(-1).tolist()
         parts = [torch.cat([torch.arange(i * g, (i + 1) * g) for i in idx]) for idx in balanced_groups(group_tokens, ranks)]
     else:

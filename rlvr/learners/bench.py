@@ -207,7 +207,7 @@ def run(args) -> dict:
     """Run the benchmark described by parsed `args`; print the figures and return them."""
     import torch
 
-    from rlvr.cluster.weight_sync import free_port
+    from rlvr.weights.sync import free_port
     from rlvr.learners.actor import LearnerActor
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -266,7 +266,7 @@ def run(args) -> dict:
     plan = learner._plan(batch)
     mb_tokens = [int(batch["attention_mask"][rows].sum()) for minibatch in plan for rows in minibatch if len(rows)]
     from rlvr.learners.batch import shard_by_groups
-    from rlvr.learners.packing import imbalance
+    from rlvr.learners.partition import imbalance
 
     ranks = max(1, min(args.ranks, prompts))
     rank_tokens = [float(s["attention_mask"].sum()) for s in shard_by_groups(batch, ranks, balance_tokens=args.packing)]

@@ -22,24 +22,11 @@ import math
 
 import torch
 
+from rlvr.learners.partition import balanced_bins, split_even
+
 
 # ---------------------------------------------------------------------------------------------
 # bin-packing
-
-
-def balanced_bins(weights: list[int] | list[float], k: int) -> list[list[int]]:
-    """Indices 0..len-1 split into `k` bins of near-equal total weight (greedy LPT: heaviest
-    first, each into the currently lightest bin; ties go to the lower bin). Each bin's indices are
-    ascending; bins may be empty when k > len(weights). Deterministic."""
-    if k < 1:
-        raise ValueError(f"need at least one bin, got {k}")
-    loads = [0.0] * k
-    bins: list[list[int]] = [[] for _ in range(k)]
-    for i in sorted(range(len(weights)), key=lambda i: (-weights[i], i)):
-        b = min(range(k), key=lambda j: (loads[j], j))
-        bins[b].append(i)
-        loads[b] += weights[i]
-    return [sorted(b) for b in bins]
 
 
 def bins_needed(lengths: list[int], max_tokens: int) -> int:
@@ -61,8 +48,6 @@ def bins_needed(lengths: list[int], max_tokens: int) -> int:
 def minibatch_blocks(n: int, num_minibatches: int) -> list[torch.Tensor]:
     """Row indices of each minibatch: contiguous blocks in rollout order, sizes differing by <= 1
     (the same minibatches as the unpacked path, rlvr.learners.batch.micro_batch_rows)."""
-    from rlvr.learners.batch import split_even
-
     return [torch.arange(s.start, s.stop) for s in split_even(n, num_minibatches)]
 
 
@@ -84,19 +69,6 @@ def micro_batch_counts(lengths: list[int], num_minibatches: int, max_tokens: int
     """Micro-batches each minibatch needs under the token budget (before agreeing with other ranks)."""
     return [bins_needed([lengths[i] for i in block.tolist()], max_tokens)
             for block in minibatch_blocks(len(lengths), num_minibatches)]
-
-
-def balanced_groups(group_tokens: list[int], ranks: int) -> list[list[int]]:
-    """Group indices of each data-parallel rank, balanced by tokens (a group stays on one rank:
-    its advantage statistics are computed there). Every rank gets at least one group when there
-    are at least `ranks` groups."""
-    return balanced_bins(group_tokens, ranks)
-
-
-def imbalance(loads: list[float]) -> float:
-    """max / mean of per-rank (or per-micro-batch) tokens: 1.0 is perfectly balanced."""
-    mean = sum(loads) / max(1, len(loads))
-    return max(loads) / mean if mean > 0 else 1.0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -175,34 +175,3 @@ def measure_models(scorer, names: list[str], requests: int, seed: int = 0) -> li
                      "mean_score": sum(r.score for r in res) / len(res), "errors": sum(1 for r in res if r.error),
                      "stats": {k: v for k, v in st.items() if k.startswith(("judge/", "reward_model/"))}})
     return rows
-
-
-def run_model_bench(judges_yaml: str, requests: int = 64) -> int:
-    """`rlvr bench verifiers --judges FILE`: requests/s of every judge and reward model declared in FILE."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from rlvr.verifiers.commands import with_judges
-    from rlvr.verifiers.scorer import model_name_map
-    from rlvr.verifiers.model_config import load_model_sections
-
-    sec = load_model_sections(judges_yaml)
-    names = [n for n, (_, entry) in model_name_map(sec.judges, sec.reward_models).items() if n == entry]
-    t0 = time.perf_counter()
-    with with_judges(VerifierPool(VerifierConfig(workers=0)), judges_yaml) as scorer:
-        startup = time.perf_counter() - t0
-        rows = measure_models(scorer, names, requests)
-    table = Table(title=f"model verifiers ({judges_yaml}, in this process)")
-    for col in ("verifier", "requests", "seconds", "requests/s", "p50 s", "p99 s", "tokens", "mean score", "errors"):
-        table.add_column(col, justify="right" if col != "verifier" else "left")
-    for r in rows:
-        st, name = r["stats"], r["verifier"]
-        p = f"judge/{name}/" if f"judge/{name}/requests" in st else f"reward_model/{name}/"
-        table.add_row(name, str(r["requests"]), f"{r['seconds']:.2f}", f"{r['per_s']:,.1f}",
-                      f"{st.get(p + 'latency_p50_s', st.get(p + 'batch_latency_p50_s', float('nan'))):.3f}",
-                      f"{st.get(p + 'latency_p99_s', st.get(p + 'batch_latency_p99_s', float('nan'))):.3f}",
-                      f"{st.get(p + 'tokens', 0):.0f}", f"{r['mean_score']:.3f}", str(r["errors"]))
-    console = Console() if Console().is_terminal else Console(width=160)
-    console.print(table)
-    console.print(f"start-up (engines and models loaded): {startup:.1f}s")
-    return 0

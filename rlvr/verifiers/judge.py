@@ -1,6 +1,6 @@
 """LLM judges: rubric rendering, score parsers (pure functions), and the async client.
 
-The client talks either to rlvr's own judge engines (``rlvr.actors.judge.JudgeActor``: Ray actor
+The client talks either to rlvr's own judge engines (``rlvr.engines.judge.JudgeActor``: Ray actor
 handles, or plain objects in the same process for ``rlvr verify`` / ``rlvr eval``) or to any
 OpenAI-compatible endpoint. Every request has a timeout and a bounded number of retries, and at
 most ``max_in_flight`` are outstanding; concurrent requests are batched by the engine (vLLM's

@@ -92,7 +92,7 @@ def inflight(toy_dir, tmp_path_factory):
 
         # Partial rollouts: async_steps 1 with in-flight updates, a long tail (every tenth group 40 tokens):
         # each step takes the first 16 groups to finish; the long ones cross the weight update.
-        from rlvr.bench_loop import _long_tail
+        from rlvr.loop.bench import _long_tail
 
         _long_tail(trainer, 2, 40)
         trainer.recipe.train.async_steps = 1

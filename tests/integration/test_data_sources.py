@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rlvr.config import load_recipe
-from rlvr.controller import prepare
+from rlvr.loop.trainer import prepare
 
 pytestmark = pytest.mark.integration
 

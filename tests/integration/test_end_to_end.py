@@ -7,7 +7,7 @@ import ray
 import torch
 
 from rlvr.config import load_recipe
-from rlvr.controller import Trainer, prepare
+from rlvr.loop.trainer import Trainer, prepare
 from rlvr.replay import greedy_transformers, last_eval_samples
 
 pytestmark = pytest.mark.integration

@@ -28,10 +28,10 @@ import openai
 import pytest
 import torch
 
-from rlvr.bench_loop import agent_load
+from rlvr.loop.bench import agent_load
 
 from rlvr.config import load_recipe
-from rlvr.controller import Trainer, prepare
+from rlvr.loop.trainer import Trainer, prepare
 from rlvr.data import render_prompt
 
 pytestmark = pytest.mark.integration

@@ -54,7 +54,7 @@ def no_engine(monkeypatch):
     """Any attempt to start vLLM fails the test: input errors must come first."""
     def boom(*a, **k):
         raise AssertionError("vLLM was started despite bad input")
-    monkeypatch.setattr("rlvr.actors.rollout.RolloutActor", boom)
+    monkeypatch.setattr("rlvr.engines.rollout.RolloutActor", boom)
 
 
 def _bad_inputs(toy_dir, tmp_path):

@@ -22,7 +22,7 @@ import pytest
 import ray
 
 from rlvr.config import load_recipe
-from rlvr.controller import Trainer, prepare
+from rlvr.loop.trainer import Trainer, prepare
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import ray
 
 from fake_openai import FakeOpenAI, free_port
 from rlvr.config import load_recipe
-from rlvr.controller import Trainer, prepare
+from rlvr.loop.trainer import Trainer, prepare
 from rlvr.toy_rm import label_of
 
 pytestmark = pytest.mark.integration

@@ -144,7 +144,7 @@ def test_two_ranks_equal_one_rank_with_lora(ray_cluster, toy_dir):
     two, _ = _train(model_dir, 2, batch, zero_stage, "grpo", learner=lora)
     from transformers import AutoModelForCausalLM
 
-    from rlvr.learners.lora import base_name
+    from rlvr.weights.adapter import base_name
 
     init = dict(AutoModelForCausalLM.from_pretrained(model_dir).named_parameters())
     for k, t in one.items():
@@ -172,7 +172,7 @@ def test_packed_gradient_equals_padded_for_every_aggregation(ray_cluster, toy_di
     def _grad_norms(model_dir, batch, algorithm, modes):
         """policy (and critic) gradient norms of one step per loss aggregation mode, padded and packed
         learners side by side in one process, at the same weights (lr ~0)."""
-        from rlvr.cluster.weight_sync import free_port
+        from rlvr.weights.sync import free_port
 
         learners = {}
         for packing in (False, True):

@@ -18,7 +18,7 @@ import torch
 
 from rlvr import checkpoint
 from rlvr.config import load_recipe
-from rlvr.controller import Trainer, prepare
+from rlvr.loop.trainer import Trainer, prepare
 from rlvr.data import render_prompt
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from rlvr.config import load_recipe
-from rlvr.controller import prepare
+from rlvr.loop.trainer import prepare
 from rlvr.data import PromptStream, render_prompt
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""Learning, end to end: a short real run through `rlvr.controller.train` raises the toy task's reward,
+"""Learning, end to end: a short real run through `rlvr.loop.trainer.train` raises the toy task's reward,
 for GRPO and for PPO with a critic (advantage gae)."""
 
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 
 from rlvr.config import load_recipe
-from rlvr.controller import train
+from rlvr.loop.trainer import train
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rlvr.config import load_recipe
-from rlvr.controller import train
+from rlvr.loop.trainer import train
 from rlvr.data import generate_constraint_prompts
 from rlvr.models import MARKER, build_smollm2
 from rlvr.replay import greedy_transformers

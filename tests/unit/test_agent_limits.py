@@ -84,7 +84,7 @@ def test_sync_agents_get_their_own_pool_and_the_clock_starts_when_they_start(tok
 
 def test_sync_agent_pool_is_sized_from_the_recipe():
     from rlvr.config import load_recipe
-    from rlvr.controller import Trainer
+    from rlvr.loop.trainer import Trainer
 
     recipe = ROOT / "recipes" / "toy_addition_cpu.yaml"
     r = load_recipe(recipe, check_files=False)

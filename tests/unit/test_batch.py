@@ -53,7 +53,7 @@ def test_pick_groups_prefers_fresh_informative_then_tops_up_never_stale():
 
 
 def test_split_weighted_balances_engines_by_speed():
-    from rlvr.learners.batch import split_weighted
+    from rlvr.learners.partition import split_weighted
 
     assert split_weighted(10, [1.0, 1.0]) == [slice(0, 5), slice(5, 10)]
     assert split_weighted(12, [3.0, 1.0]) == [slice(0, 9), slice(9, 12)]  # a 3x faster engine takes 3x the prompts

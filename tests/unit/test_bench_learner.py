@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from rlvr.learners.algo_config import AlgorithmConfig
+from rlvr.learners.config import AlgorithmConfig
 from rlvr.learners.bench import (QWEN25_05B, QWEN25_15B, SMOLLM2_135M, ModelShape, forward_flops, peak_flops, synthetic_batch,
                                  train_step_flops)
 

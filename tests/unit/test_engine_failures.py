@@ -19,8 +19,8 @@ import time
 import pytest
 import ray
 
-from rlvr.actors.rollout import GroupResult
-from rlvr.actors.scheduler import RolloutScheduler, actor_state, engine_failure, restart_engine
+from rlvr.engines.rollout import GroupResult
+from rlvr.engines.scheduler import RolloutScheduler, actor_state, engine_failure, restart_engine
 from rlvr.environments.base import Environment, Observation
 from rlvr.environments.trajectory import Limits, run_trajectory
 from rlvr.errors import EngineCallEnded, EngineDead, PromptRefused, engine_error_kind
@@ -197,7 +197,7 @@ def test_prepare_drops_train_and_eval_rows_that_fill_the_context(toy_dir, tmp_pa
     import json
 
     from rlvr.config import load_recipe
-    from rlvr.controller import prepare
+    from rlvr.loop.trainer import prepare
 
     ok = {"messages": [{"role": "user", "content": "What is 1 + 2?"}], "ground_truth": "3", "dataset": "math"}
     long = {**ok, "messages": [{"role": "user", "content": "What is 1 + 2? " * 8}]}
@@ -241,7 +241,7 @@ class _StandInLLM:
 def _tag_across_a_swap(lora: bool):
     from types import SimpleNamespace
 
-    from rlvr.actors.rollout import RolloutActor, _sampling_params
+    from rlvr.engines.rollout import RolloutActor, _sampling_params
 
     actor = RolloutActor("unused")
     actor.llm = llm = _StandInLLM()

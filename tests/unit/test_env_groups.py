@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 
 from rlvr import toy_tools as tt
-from rlvr.actors import rollout
-from rlvr.actors.rollout import RolloutActor
-from rlvr.controller import Group, learner_prompt_ids, reset_failures
+from rlvr.engines import rollout
+from rlvr.engines.rollout import RolloutActor
+from rlvr.loop.trainer import Group, learner_prompt_ids, reset_failures
 from rlvr.environments.base import Environment, Observation
 from rlvr.environments.registry import register_environment
 from rlvr.environments.trajectory import env_metrics, render_opening

@@ -15,7 +15,7 @@ from rlvr.environments import registry
 from rlvr.environments.base import (Environment, EnvironmentConfigError, Observation, SingleTurn, accumulate_info,
                                     content_text)
 from rlvr.environments.calculator import calculator, format_number
-from rlvr.environments.commands import add_arguments, cmd_environments
+from rlvr.cli.environments import add_arguments, cmd_environments
 from rlvr.environments.parsers import (ToolCall, ToolCallParser, format_call, get_parser, list_parsers,
                                        register_parser)
 from rlvr.environments.registry import (check_environment_names, get_environment, get_tool, list_environments,

@@ -130,7 +130,7 @@ def test_trainer_evaluate_logs_the_breakdown(tmp_path):
     per-verifier / per-source accuracy next to the keys older readers use."""
     import json
 
-    from rlvr.controller import Trainer
+    from rlvr.loop.trainer import Trainer
     from rlvr.metrics import MetricsSink
 
     rows = [{"messages": [{"role": "user", "content": f"q{i}"}], "ground_truth": str(i), "verifier": ["math"],
@@ -153,7 +153,7 @@ def test_trainer_evaluate_logs_the_breakdown(tmp_path):
 
 
 def test_eval_sampling_mode():
-    from rlvr.eval_command import EvalInputError, sampling
+    from rlvr.cli.eval import EvalInputError, sampling
 
     assert sampling(1, None) == (True, 1.0)     # one answer: greedy
     assert sampling(1, 0.0) == (True, 0.0)
@@ -167,7 +167,7 @@ def test_eval_sampling_mode():
 
 
 def test_eval_prompt_length_check():
-    from rlvr.eval_command import EvalInputError, check_prompt_lengths
+    from rlvr.cli.eval import EvalInputError, check_prompt_lengths
 
     rows = [{"source": "a.jsonl", "index": 0}, {"source": "d/data.parquet", "index": 4}]
     check_prompt_lengths(rows, [[1] * 9, [1] * 9], context=10)   # one token of room left: fine

@@ -42,7 +42,7 @@ def _rows(tmp_path):
 def test_verify_output_into_missing_folder_fails_before_scoring(tmp_path, capsys, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("rows were scored before the output was checked")
-    monkeypatch.setattr("rlvr.verifiers.commands.VerifierPool", boom)
+    monkeypatch.setattr("rlvr.cli.verify.VerifierPool", boom)
     out = tmp_path / "missing" / "out.jsonl"
     assert main(["verify", "--input", str(_rows(tmp_path)), "--output", str(out), "--workers", "0"]) == 2
     assert _err_line(capsys) == f"rlvr: error: --output: {out} folder {out.parent} does not exist"
@@ -139,7 +139,7 @@ def train_until_prepare(tmp_path, monkeypatch, toy_dir):
 
     def stop(recipe):
         raise RecipeError("reached prepare")
-    monkeypatch.setattr("rlvr.controller.prepare", stop)
+    monkeypatch.setattr("rlvr.loop.trainer.prepare", stop)
     sets = [f"model.path={toy_dir}/model", f"data.train.0.path={toy_dir}/train.jsonl",
             f"data.eval.0.path={toy_dir}/eval.jsonl", f"output_dir={tmp_path}", "name=r"]
     recipe = str(ROOT / "recipes" / "toy_addition_cpu.yaml")

@@ -58,14 +58,14 @@ def test_recipe_with_missing_hub_id_fails_before_any_cluster(offline_cache, tmp_
 def test_eval_with_missing_hub_id_exits_2_in_one_line(offline_cache, toy_dir, capsys, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("vLLM started despite a missing model")
-    monkeypatch.setattr("rlvr.actors.rollout.RolloutActor", boom)
+    monkeypatch.setattr("rlvr.engines.rollout.RolloutActor", boom)
     assert main(["eval", "--model", "toyorg/absent", "--revision", "v1", "--data", str(toy_dir / "eval.jsonl")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--model: toyorg/absent@v1" in err and "hf download toyorg/absent --revision v1" in err
 
 
 def test_judge_file_accepts_a_hub_id(offline_cache, tmp_path):
-    from rlvr.verifiers.model_config import load_model_sections
+    from rlvr.config import load_model_sections
 
     p = tmp_path / "j.yaml"
     p.write_text("reward_models: {rm: {path: toyorg/toy-addition}}\n")

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from rlvr.config import LoraConfig
-from rlvr.learners.lora import adapter_config_dict, adapter_name, apply_lora, base_name, is_adapter, merged_state, write_adapter
+from rlvr.learners.config import LoraConfig
+from rlvr.learners.lora import adapter_config_dict, apply_lora
+from rlvr.weights.adapter import adapter_name, base_name, is_adapter, merged_state, write_adapter
 
 
 def _toy(seed=0):

@@ -282,7 +282,7 @@ def test_sgd_step_raises_logprob_of_positive_advantage_tokens(name):
 
 
 def test_algorithm_config_defaults_and_properties():
-    from rlvr.learners.algo_config import AlgorithmConfig
+    from rlvr.learners.config import AlgorithmConfig
 
     cfg = AlgorithmConfig()
     assert (cfg.advantage, cfg.policy_loss, cfg.loss_agg, cfg.kl_estimator) == ("grpo", "ppo", "token-mean", "k3")
@@ -310,7 +310,7 @@ def test_algorithm_config_defaults_and_properties():
 def test_algorithm_config_rejects(kwargs, match):
     from pydantic import ValidationError
 
-    from rlvr.learners.algo_config import AlgorithmConfig
+    from rlvr.learners.config import AlgorithmConfig
 
     with pytest.raises(ValidationError, match=match):
         AlgorithmConfig(**kwargs)
@@ -325,8 +325,8 @@ def test_stale_samples_get_truncated_importance_weights_by_default():
     from pathlib import Path
 
     from rlvr.config import load_recipe
-    from rlvr.controller import learner_algorithm
-    from rlvr.learners.algo_config import AlgorithmConfig, effective_tis_cap, off_policy_note
+    from rlvr.loop.trainer import learner_algorithm
+    from rlvr.learners.config import AlgorithmConfig, effective_tis_cap, off_policy_note
     from rlvr.learners.batch import build_batch
     from rlvr.learners.losses import tis_weights
 

@@ -7,9 +7,8 @@ import torch
 
 from rlvr.learners.fused import use_fused_kernels
 from rlvr.learners.logprobs import ResponseLogprobs
-from rlvr.learners.packing import (balanced_bins, balanced_groups, bins_needed, block_causal_mask, cu_seqlens, imbalance,
-                                   micro_batch_counts, pack, packed_micro_batches, padding_fraction, position_ids,
-                                   unpack_shifted)
+from rlvr.learners.packing import bins_needed, block_causal_mask, cu_seqlens, micro_batch_counts, pack, packed_micro_batches, padding_fraction, position_ids, unpack_shifted
+from rlvr.learners.partition import balanced_bins, balanced_groups, imbalance
 
 # ---------------------------------------------------------------------------------------------
 # bin-packing
@@ -132,7 +131,7 @@ def test_fused_kernels_mode():
 def test_learner_config_fields():
     from pydantic import ValidationError
 
-    from rlvr.config import LearnerConfig
+    from rlvr.learners.config import LearnerConfig
 
     cfg = LearnerConfig()
     assert cfg.packing is False and cfg.max_tokens_per_micro_batch >= 1 and cfg.fused_kernels == "auto"

@@ -9,8 +9,7 @@ import pytest
 import yaml
 
 from rlvr.cluster.placement import hardware_problem
-from rlvr.config import (RecipeError, check_paths, deep_merge, external_source, load_recipe, read_recipe_mapping,
-                         recipe_paths)
+from rlvr.config import RecipeError, check_paths, deep_merge, external_source, load_recipe, read_recipe_mapping, recipe_paths
 from rlvr.verifiers.code_exec import parse_tests
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 import ray
 
-from rlvr.actors.scheduler import RolloutScheduler
+from rlvr.engines.scheduler import RolloutScheduler
 
 
 def _fake_engine(index: int, delay: float):

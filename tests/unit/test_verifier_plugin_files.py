@@ -9,7 +9,7 @@ import pytest
 from rlvr.config import load_recipe
 from rlvr.verifiers import VerifierConfig, VerifierPool, VerifyRequest, load_plugins
 from rlvr.verifiers.base import PluginError
-from rlvr.verifiers.commands import cmd_verify
+from rlvr.cli.verify import cmd_verify
 from rlvr.verifiers.registry import _LOADED_SPECS, _REGISTRY, check_verifier_names, unregister
 
 REWARD = '''

@@ -2,7 +2,7 @@
 import json
 
 from rlvr.verifiers import VerifierConfig
-from rlvr.verifiers.commands import cmd_verifiers, cmd_verify
+from rlvr.cli.verify import cmd_verifiers, cmd_verify
 
 
 def test_cmd_verifiers_prints_the_table(capsys):

@@ -122,7 +122,7 @@ def test_bad_sections_fail_in_one_line(tmp_path, section, where, msg):
 
 
 def test_prepare_rejects_names_taken_and_unknown(tmp_path):
-    from rlvr.controller import prepare
+    from rlvr.loop.trainer import prepare
 
     with pytest.raises(RecipeError, match="judges.math: 'math' is already a registered verifier"):
         prepare(load_recipe(_recipe(tmp_path, "judges: {math: {base_url: 'http://h'}}"), check_files=False))
@@ -459,7 +459,7 @@ def test_one_bad_judge_reply_costs_only_its_sample():
 
 def test_judges_file_paths_are_relative_to_the_file(tmp_path, monkeypatch):
     """`--judges some/dir/judges.yaml` finds `rm/` beside the file, whatever the current directory."""
-    from rlvr.verifiers.model_config import load_model_sections
+    from rlvr.config import load_model_sections
 
     (tmp_path / "conf" / "rm").mkdir(parents=True)
     (tmp_path / "conf" / "rm" / "config.json").write_text("{}")

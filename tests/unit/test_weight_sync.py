@@ -6,8 +6,8 @@ import multiprocessing as mp
 import pytest
 import torch
 
-from rlvr.cluster.bench import bench_weight_sync, qwen2_like_specs
-from rlvr.cluster.weight_sync import TensorSpec, WeightSyncGroup, _HostBuffers, free_port, plan_buckets, spec_of
+from rlvr.weights.bench import bench_weight_sync, qwen2_like_specs
+from rlvr.weights.sync import TensorSpec, WeightSyncGroup, _HostBuffers, free_port, plan_buckets, spec_of
 
 
 def test_buckets_split_by_size_and_dtype():
@@ -91,7 +91,7 @@ def test_smollm2_sync_shapes_full_and_lora():
     """`rlvr bench sync --lora` compares what a sync of SmolLM2-135M carries: every weight, or the adapters."""
     import math
 
-    from rlvr.cluster.bench import smollm2_specs
+    from rlvr.weights.bench import smollm2_specs
 
     full = smollm2_specs("bfloat16")
     assert sum(math.prod(s.shape) for s in full) == 134_515_008  # SmolLM2-135M's parameter count (tied head)

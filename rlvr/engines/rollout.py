@@ -94,7 +94,7 @@ class WeightReceiver:
     """vLLM worker extension: joins the weight-sync group and reloads weights in place."""
 
     def init_weight_sync(self, host: str, port: int, rank: int, world_size: int, backend: str) -> None:
-        from rlvr.cluster.weight_sync import WeightSyncGroup
+        from rlvr.weights.sync import WeightSyncGroup
 
         # `rank` is the engine's first; each tensor-parallel worker takes the next (self.rank: its
         # rank in the engine), on its own GPU (self.device) for nccl and cuda_ipc.
@@ -102,7 +102,7 @@ class WeightReceiver:
                                           device=getattr(self, "device", None))
 
     def receive_weights(self, specs: list, bucket_bytes: int) -> None:
-        from rlvr.cluster.weight_sync import TensorSpec
+        from rlvr.weights.sync import TensorSpec
 
         specs = [TensorSpec(*s) for s in specs]
         model = self.model_runner.get_model()
@@ -122,8 +122,8 @@ class WeightReceiver:
 
     def receive_adapter(self, specs: list, bucket_bytes: int, path: str, config: dict) -> None:
         """LoRA sync: take the broadcast adapter tensors and write them where the engine loads adapters from."""
-        from rlvr.cluster.weight_sync import TensorSpec
-        from rlvr.learners.lora import write_adapter
+        from rlvr.weights.sync import TensorSpec
+        from rlvr.weights.adapter import write_adapter
 
         tensors = {name: t.clone() for name, t in self._rlvr_sync.receive([TensorSpec(*s) for s in specs], bucket_bytes)}
         if getattr(self, "rank", 0) == 0:  # tensor-parallel workers all receive; one writes
@@ -174,7 +174,7 @@ class RolloutActor:
         self._args = dict(model=model_path, seed=seed + engine_index, dtype=dtype, max_model_len=max_model_len,
                           tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager,
                           gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True,
-                          worker_extension_cls="rlvr.actors.rollout.WeightReceiver", disable_log_stats=True)
+                          worker_extension_cls="rlvr.engines.rollout.WeightReceiver", disable_log_stats=True)
         if max_num_seqs is not None:
             self._args["max_num_seqs"] = max_num_seqs
         if lora_rank is not None:  # LoRA policy: each sync's adapter is loaded as a new LoRA (see receive_weights)

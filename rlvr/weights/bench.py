@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from rlvr.cluster.weight_sync import TensorSpec, WeightSyncGroup, free_port
+from rlvr.weights.sync import TensorSpec, WeightSyncGroup, free_port
 
 
 def qwen2_like_specs(total_bytes: int, dtype: str = "bfloat16") -> list[TensorSpec]:

@@ -82,14 +82,14 @@ def cmd_toy_model(args) -> int:
 
 def cmd_verify(args) -> int:
     from rlvr.verifiers import VerifierConfig
-    from rlvr.verifiers.commands import cmd_verify as run
+    from rlvr.cli.verify import cmd_verify as run
 
     cfg = VerifierConfig(timeout_s=args.timeout, workers=args.workers, plugins=args.plugin or [])
     return run(args.input, args.output, cfg, judges=args.judges)
 
 
 def cmd_verifiers(args) -> int:
-    from rlvr.verifiers.commands import cmd_verifiers as run
+    from rlvr.cli.verify import cmd_verifiers as run
 
     return run(args.plugin or [])
 
@@ -152,7 +152,7 @@ def cmd_plot(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from rlvr.eval_command import cmd_eval as run
+    from rlvr.cli.eval import cmd_eval as run
 
     return run(args)
 
@@ -186,7 +186,7 @@ def cmd_data(args) -> int:
 def cmd_bench(args) -> int:
     if args.what == "verifiers":
         from rlvr.verifiers import VerifierConfig
-        from rlvr.verifiers.commands import bench_verifiers
+        from rlvr.cli.verify import bench_verifiers
 
         return bench_verifiers(VerifierConfig(workers=args.workers), quick=args.quick, judges=args.judges,
                                requests=args.requests)
@@ -195,17 +195,17 @@ def cmd_bench(args) -> int:
 
         return bench_learner(args)
     if args.what == "sync":
-        from rlvr.cluster.bench import bench_weight_sync, format_result
+        from rlvr.weights.bench import bench_weight_sync, format_result
 
         if args.lora:
-            from rlvr.cluster.bench import bench_sync_lora, format_lora
+            from rlvr.weights.bench import bench_sync_lora, format_lora
 
             print(format_lora(bench_sync_lora(args.lora, args.bucket_mb, args.backend, args.dtype)))
             return 0
         print(format_result(bench_weight_sync(int(args.gb * 1e9), args.bucket_mb, args.backend, dtype=args.dtype)))
         return 0
     if args.what == "rollout":
-        from rlvr.bench_loop import bench_rollout, format_rollout
+        from rlvr.loop.bench import bench_rollout, format_rollout
         from rlvr.config import RecipeError
 
         try:
@@ -214,7 +214,7 @@ def cmd_bench(args) -> int:
             return _fail(str(e))
         return 0
     if args.what == "agent":
-        from rlvr.bench_loop import bench_agent, format_agent
+        from rlvr.loop.bench import bench_agent, format_agent
         from rlvr.config import RecipeError
 
         try:
@@ -357,8 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--plugin", action="append", help="verifier plugin: module, file.py or file.py:function (repeatable)")
     ls.set_defaults(fn=cmd_verifiers)
 
-    from rlvr.environments.commands import add_arguments as environments_arguments
-    from rlvr.environments.commands import cmd_environments
+    from rlvr.cli.environments import add_arguments as environments_arguments
+    from rlvr.cli.environments import cmd_environments
 
     le = sub.add_parser("environments", help="list registered environments, tools and tool-call parsers")
     environments_arguments(le)

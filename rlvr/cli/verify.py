@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import time
 import sys
 from pathlib import Path
 from contextlib import nullcontext
@@ -77,8 +78,9 @@ def with_judges(pool: VerifierPool, judges_yaml: str | None):
     process (no Ray): own-engine judges load their vLLM engine here."""
     if not judges_yaml:
         return pool
-    from rlvr.verifiers.model_config import load_model_sections
-    from rlvr.verifiers.scorer import Scorer, local_model_verifiers
+    from rlvr.config import load_model_sections
+    from rlvr.verifiers.scorer import Scorer
+    from rlvr.engines.model_verifiers import local_model_verifiers
 
     sec = load_model_sections(judges_yaml)
     models = local_model_verifiers(sec.judges, sec.reward_models)
@@ -95,7 +97,7 @@ def model_names(judges_yaml: str | None) -> set[str]:
     """Verifier names the judges file declares (ValueError with one line if it is bad)."""
     if not judges_yaml:
         return set()
-    from rlvr.verifiers.model_config import load_model_sections
+    from rlvr.config import load_model_sections
     from rlvr.verifiers.scorer import check_model_verifiers, model_name_map
 
     sec = load_model_sections(judges_yaml)
@@ -165,7 +167,6 @@ def bench_verifiers(config: VerifierConfig | None = None, quick: bool = False, j
     """Print checks per second of each built-in, measured through a VerifierPool; with ``judges``, requests per
     second of the judges and reward models declared there instead."""
     if judges:
-        from rlvr.verifiers.bench import run_model_bench
         try:
             return run_model_bench(judges, requests=requests)
         except ValueError as e:
@@ -173,3 +174,34 @@ def bench_verifiers(config: VerifierConfig | None = None, quick: bool = False, j
             return 1
     from rlvr.verifiers.bench import run_bench
     return run_bench(config or VerifierConfig(), quick=quick)
+
+
+def run_model_bench(judges_yaml: str, requests: int = 64) -> int:
+    """`rlvr bench verifiers --judges FILE`: requests/s of every judge and reward model declared in FILE."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from rlvr.verifiers.bench import measure_models
+    from rlvr.verifiers.scorer import model_name_map
+    from rlvr.config import load_model_sections
+
+    sec = load_model_sections(judges_yaml)
+    names = [n for n, (_, entry) in model_name_map(sec.judges, sec.reward_models).items() if n == entry]
+    t0 = time.perf_counter()
+    with with_judges(VerifierPool(VerifierConfig(workers=0)), judges_yaml) as scorer:
+        startup = time.perf_counter() - t0
+        rows = measure_models(scorer, names, requests)
+    table = Table(title=f"model verifiers ({judges_yaml}, in this process)")
+    for col in ("verifier", "requests", "seconds", "requests/s", "p50 s", "p99 s", "tokens", "mean score", "errors"):
+        table.add_column(col, justify="right" if col != "verifier" else "left")
+    for r in rows:
+        st, name = r["stats"], r["verifier"]
+        p = f"judge/{name}/" if f"judge/{name}/requests" in st else f"reward_model/{name}/"
+        table.add_row(name, str(r["requests"]), f"{r['seconds']:.2f}", f"{r['per_s']:,.1f}",
+                      f"{st.get(p + 'latency_p50_s', st.get(p + 'batch_latency_p50_s', float('nan'))):.3f}",
+                      f"{st.get(p + 'latency_p99_s', st.get(p + 'batch_latency_p99_s', float('nan'))):.3f}",
+                      f"{st.get(p + 'tokens', 0):.0f}", f"{r['mean_score']:.3f}", str(r["errors"]))
+    console = Console() if Console().is_terminal else Console(width=160)
+    console.print(table)
+    console.print(f"start-up (engines and models loaded): {startup:.1f}s")
+    return 0

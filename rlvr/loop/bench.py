@@ -12,7 +12,7 @@
    one is scored and learnt, and weight syncs do not wait for it). Target ≥ 1.5.
 3. Step time with `train.async_steps: 1` ÷ max(generation, training) on the ordinary recipe: how close
    the pipeline comes to hiding the shorter phase behind the longer. Target ≤ 1.10.
-4. Weight-sync GB/s for a 1 GB model-shaped set of tensors over gloo (rlvr/cluster/bench.py). Target ≥ 2.
+4. Weight-sync GB/s for a 1 GB model-shaped set of tensors over gloo (rlvr/weights/bench.py). Target ≥ 2.
 
 It lives beside the controller because it drives the whole loop.
 """
@@ -47,9 +47,9 @@ def _steps(trainer, n: int) -> list[dict]:
 def bench_rollout(recipe_path: str | None = None, steps: int = 8, overrides: list[str] = (), sync_gb: float = 1.0) -> dict:
     import ray
 
-    from rlvr.cluster.bench import bench_weight_sync
+    from rlvr.weights.bench import bench_weight_sync
     from rlvr.config import load_recipe
-    from rlvr.controller import Trainer, prepare
+    from rlvr.loop.trainer import Trainer, prepare
     from rlvr.data import encode_prompts, render_prompt
 
     recipe = load_recipe(recipe_path or DEFAULT_RECIPE, [
@@ -160,7 +160,7 @@ def bench_agent(recipe_path: str | None = None, trajectories: int = 256, overrid
     plain single-turn path against each agent style (environments/bench_agents.py: one chat call per
     trajectory) on the same engine and prompts, and their ratios."""
     from rlvr.config import load_recipe
-    from rlvr.controller import Trainer, prepare
+    from rlvr.loop.trainer import Trainer, prepare
     from rlvr.environments.bench_agents import STYLES
 
     plugins = "environments.plugins=[rlvr.environments.bench_agents]" if vs_single_turn else None
@@ -220,7 +220,7 @@ def format_agent(r: dict) -> str:
 
 
 def format_rollout(r: dict) -> str:
-    from rlvr.cluster.bench import format_result
+    from rlvr.weights.bench import format_result
 
     lines = [
         f"rlvr bench rollout ({r['recipe']}, {r['steps']} steps each)",

@@ -54,7 +54,7 @@ def prepare_inputs(args) -> EvalInputs:
         raise EvalInputError(f"--out: {args.out} is a directory; give a file name such as results.json")
     try:
         load_plugins(args.plugin or [])
-        from rlvr.verifiers.commands import model_names
+        from rlvr.cli.verify import model_names
 
         try:
             extra = model_names(getattr(args, "judges", None))
@@ -170,7 +170,7 @@ def cmd_eval(args) -> int:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    from rlvr.actors.rollout import RolloutActor
+    from rlvr.engines.rollout import RolloutActor
     from rlvr.verifiers import VerifierConfig, VerifierPool, VerifyRequest
 
     from rlvr.data import encode_prompts
@@ -206,7 +206,7 @@ def cmd_eval(args) -> int:
     t_start = time.time() - t0 - t_generation
     comps = [c for res in results for c in res.completions]
     t0 = time.time()
-    from rlvr.verifiers.commands import with_judges
+    from rlvr.cli.verify import with_judges
 
     # Judges' own engines start only now, after the policy's engine has shut down.
     with with_judges(VerifierPool(VerifierConfig(plugins=args.plugin or [])), getattr(args, "judges", None)) as pool:

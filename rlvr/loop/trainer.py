@@ -65,7 +65,7 @@ def prepare(recipe: Recipe) -> Prepared:
     report = str(getattr(train_rows, "report", ""))
     # vLLM refuses a prompt that fills its context (no room for one token): such rows are dropped here, train
     # and eval alike, with a count, rather than refused one by one by the engines (see rollout/refused_prompts).
-    from rlvr.eval_command import context_length
+    from rlvr.cli.eval import context_length
 
     context = context_length(model_dir(recipe), recipe.rollout.max_model_len)
     limit = min((x for x in (recipe.data.max_prompt_tokens, context - 1 if context else None) if x is not None), default=None)
@@ -164,7 +164,8 @@ class Trainer:
             total_steps=r.train.steps, micro_batches=self.micro_batches, seed=r.seed, dtype=r.model.dtype)
             for i in range(r.learner.ranks)]
         self.rollouts = [self._new_engine(i, self.placement.rollout_options(i)) for i in range(r.rollout.engines)]
-        from rlvr.verifiers.scorer import Scorer, start_model_verifiers
+        from rlvr.verifiers.scorer import Scorer
+        from rlvr.engines.model_verifiers import start_model_verifiers
 
         # Judges' engines and reward models (their own bundles) load while the rest starts.
         models = start_model_verifiers(r.judges, r.reward_models, placement=self.placement, seed=r.seed)
@@ -179,7 +180,7 @@ class Trainer:
         # LoRA: syncs carry only the adapter (with its config); the engines loaded the same frozen base.
         self.adapter = ray.get(self.learners[0].adapter_config.remote())
         self.trainable_parameters = ray.get(self.learners[0].trainable_parameters.remote())
-        from rlvr.actors.scheduler import RolloutScheduler
+        from rlvr.engines.scheduler import RolloutScheduler
 
         ro = r.rollout
         self.scheduler = RolloutScheduler(self.rollouts, max_seqs_per_engine=ro.max_seqs_per_engine,
@@ -188,7 +189,7 @@ class Trainer:
         self.timings["startup"] = time.time() - t0
         self.progress.print(f"cluster up in {self.timings['startup']:.0f}s: {r.rollout.engines} vLLM engine(s), "
                             f"{r.learner.ranks} learner rank(s) (ZeRO-{r.learner.zero_stage}); run dir {self.run_dir}")
-        from rlvr.learners.algo_config import off_policy_note
+        from rlvr.learners.config import off_policy_note
 
         self.progress.print(off_policy_note(r.algorithm.tis_cap, r.train.async_steps))
 
@@ -283,7 +284,7 @@ class Trainer:
                              "engines/restarts": self.faults["rollout_restarts"]})
 
     def _restart_engine(self, i: int, error: Exception | None = None) -> None:
-        from rlvr.actors.scheduler import restart_engine
+        from rlvr.engines.scheduler import restart_engine
 
         self.instances[i] = restart_engine(self.rollouts[i], self.instances[i], error,
                                            deadline_s=max(600.0, 10 * self.recipe.rollout.engine_timeout_s))
@@ -335,7 +336,7 @@ class Trainer:
     def _new_engine(self, i: int, options: dict):
         import ray
 
-        from rlvr.actors.rollout import RolloutActor
+        from rlvr.engines.rollout import RolloutActor
 
         r = self.recipe
         return ray.remote(RolloutActor).options(**options).remote(
@@ -419,7 +420,7 @@ class Trainer:
         """Form the broadcast group: learner rank 0 + one rank per engine worker (tensor-parallel workers each join)."""
         import ray
 
-        from rlvr.cluster.weight_sync import free_port
+        from rlvr.weights.sync import free_port
 
         r = self.recipe
         tp = r.rollout.tensor_parallel_size
@@ -705,7 +706,7 @@ class Trainer:
         for k in outs[0]:
             m[k] = _mean(o[k] for o in outs)
         if "learner/tokens" in outs[0]:  # ranks wait for the slowest: the most tokens over the mean
-            from rlvr.learners.packing import imbalance
+            from rlvr.learners.partition import imbalance
 
             m["learner/rank_imbalance"] = imbalance([o["learner/tokens"] for o in outs])
         all_equal = [len({s.score for s in g.scores}) == 1 for g in groups]
@@ -851,7 +852,7 @@ class Trainer:
 
 def learner_algorithm(recipe: Recipe) -> dict:
     """The `algorithm:` section as the learners get it: tis_cap resolved (learners/algo_config.effective_tis_cap)."""
-    from rlvr.learners.algo_config import effective_tis_cap
+    from rlvr.learners.config import effective_tis_cap
 
     a = recipe.algorithm
     return {**a.model_dump(), "tis_cap": effective_tis_cap(a.tis_cap, recipe.train.async_steps)}

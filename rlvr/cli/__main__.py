@@ -1,0 +1,5 @@
+import sys
+
+from rlvr.cli.main import main
+
+sys.exit(main())
