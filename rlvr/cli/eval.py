@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlvr.models import context_length as model_context
+
 
 class EvalInputError(ValueError):
     """Bad `rlvr eval` input, with a one-line message naming the option or file."""
@@ -100,13 +102,10 @@ def check_environment_names_for_eval(args, rows: list[dict]) -> None:
 
 
 def context_length(model: str, max_model_len: int | None) -> int | None:
-    """The context vLLM will use: --max-model-len, else the model config's max_position_embeddings."""
-    if max_model_len is not None:
-        if max_model_len < 1:
-            raise EvalInputError(f"--max-model-len must be >= 1, got {max_model_len}")
-        return max_model_len
-    value = json.loads((Path(model) / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
-    return value if isinstance(value, int) else None
+    """The context vLLM will use (see models.context_length); --max-model-len must be positive."""
+    if max_model_len is not None and max_model_len < 1:
+        raise EvalInputError(f"--max-model-len must be >= 1, got {max_model_len}")
+    return model_context(model, max_model_len)
 
 
 def check_prompt_lengths(rows: list[dict], token_ids: list[list[int]], context: int | None) -> None:

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from rlvr.model_commands import DEFAULT_TOOLS_TOY_DIR, DEFAULT_TOY_DIR  # stdlib-only module: cheap at start-up
+from rlvr.cli.build import DEFAULT_TOOLS_TOY_DIR, DEFAULT_TOY_DIR  # stdlib-only module: cheap at start-up
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -35,14 +35,14 @@ def output_problem(path: str | Path, option: str = "--output") -> str | None:
 
 
 def cmd_train(args) -> int:
-    from rlvr.train_command import cmd_train as run
+    from rlvr.cli.train import cmd_train as run
 
     return run(args)
 
 
 def cmd_doctor(args) -> int:
     from rlvr.config import RecipeError
-    from rlvr.doctor import run
+    from rlvr.cli.doctor import run
 
     try:
         return run(args.recipe, args.set or [])
@@ -69,13 +69,13 @@ def print_lines(lines) -> int:
 
 
 def cmd_model(args) -> int:
-    from rlvr.model_commands import cmd_model as run
+    from rlvr.cli.build import cmd_model as run
 
     return run(args)
 
 
 def cmd_toy_model(args) -> int:
-    from rlvr.model_commands import cmd_toy_model as run
+    from rlvr.cli.build import cmd_toy_model as run
 
     return run(args)
 

@@ -65,7 +65,7 @@ def prepare(recipe: Recipe) -> Prepared:
     report = str(getattr(train_rows, "report", ""))
     # vLLM refuses a prompt that fills its context (no room for one token): such rows are dropped here, train
     # and eval alike, with a count, rather than refused one by one by the engines (see rollout/refused_prompts).
-    from rlvr.cli.eval import context_length
+    from rlvr.models import context_length
 
     context = context_length(model_dir(recipe), recipe.rollout.max_model_len)
     limit = min((x for x in (recipe.data.max_prompt_tokens, context - 1 if context else None) if x is not None), default=None)

@@ -18,7 +18,7 @@ FLOORS = [
     {"config"},
     {"environments", "learners"},
     {"verifiers", "weights", "data"},
-    {"errors", "metrics", "checkpoint", "evaluation", "models", "plot", "replay", "toy_model", "toy_rm"},
+    {"errors", "metrics", "checkpoint", "evaluation", "models", "plot", "replay", "toy_model", "toy_rm", "hub", "plugins"},
 ]
 GROUND = len(FLOORS) - 1  # the small shared files may use one another
 MAX_LINES = 500
