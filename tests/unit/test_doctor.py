@@ -2,7 +2,7 @@
 from importlib import metadata
 from pathlib import Path
 
-from rlvr import doctor
+from rlvr.cli import doctor
 from rlvr.cli import main
 from rlvr.config import load_recipe
 
