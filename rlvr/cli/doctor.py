@@ -11,6 +11,8 @@ import shutil
 import subprocess
 from importlib import metadata
 
+from rlvr.cli.common import fail
+
 
 def _version(dist: str) -> str | None:
     try:
@@ -137,3 +139,23 @@ def run(recipe_path: str | None, overrides: list[str]) -> int:
         for w in warnings(facts, recipe):
             print(f"warning: {w}")
     return 0
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def cmd_doctor(args) -> int:
+    from rlvr.config import RecipeError
+
+    try:
+        return run(args.recipe, args.set or [])
+    except RecipeError as e:
+        return fail(str(e))
+
+
+def add_parsers(sub) -> None:
+    dr = sub.add_parser("doctor", help="what this machine offers (GPUs, vLLM/torch builds, DeepSpeed ops, bwrap, Ray) "
+                        "and what a recipe will use here")
+    dr.add_argument("recipe", nargs="?", help="recipe YAML file to plan (device, dtype, weight sync)")
+    dr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field (repeatable)")
+    dr.set_defaults(fn=cmd_doctor)

@@ -42,3 +42,14 @@ def cmd_environments(args: argparse.Namespace) -> int:
         table.add_row(name, syntax)
     console.print(table)
     return 0
+
+
+# --------------------------------------------------------------------------- the command
+
+def add_parsers(sub) -> None:
+    from rlvr.cli.environments import add_arguments as environments_arguments
+    from rlvr.cli.environments import cmd_environments
+
+    le = sub.add_parser("environments", help="list registered environments, tools and tool-call parsers")
+    environments_arguments(le)
+    le.set_defaults(fn=cmd_environments)

@@ -169,10 +169,9 @@ def cmd_eval(args) -> int:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    from rlvr.data import encode_prompts
     from rlvr.engines.rollout import RolloutActor
     from rlvr.verifiers import VerifierConfig, VerifierPool, VerifyRequest
-
-    from rlvr.data import encode_prompts
 
     t0 = time.time()
     # The whole device is ours here (no learner beside the engine), hence the higher memory share.
@@ -236,3 +235,32 @@ def cmd_eval(args) -> int:
         print(f"wrote {args.out}: summary and {len(records)} samples", file=sys.stderr)
     return 0
 
+
+# --------------------------------------------------------------------------- the command
+
+def run_eval(args) -> int:
+
+    return cmd_eval(args)
+
+
+def add_parsers(sub) -> None:
+    ev = sub.add_parser("eval", help="accuracy and pass@k of a model on data files (vLLM + verifiers, no Ray)")
+    ev.add_argument("--model", required=True, help="Hugging Face model directory (config.json + tokenizer) or Hub id org/name")
+    ev.add_argument("--revision", help="Hub branch, tag or commit of a Hub --model (default main)")
+    ev.add_argument("--data", action="append", required=True, metavar="FILE",
+                    help="rows as for data.train/eval: jsonl, parquet, datasets directory (repeatable)")
+    ev.add_argument("--n", type=int, default=1, help="samples per prompt (default 1: greedy)")
+    ev.add_argument("--temperature", type=float, help="sampling temperature (default: greedy for --n 1, else 1.0)")
+    ev.add_argument("--max-tokens", type=int, default=512, help="most tokens per completion (default 512)")
+    ev.add_argument("--verifier", help="verifier for rows that name none")
+    ev.add_argument("--plugin", action="append", help="verifier plugin: module, file.py or file.py:function (repeatable)")
+    ev.add_argument("--judges", metavar="YAML", help="judges: / reward_models: sections (a recipe works) for rows naming them")
+    ev.add_argument("--env", help="environment for rows that name none (multi-turn; default: single turn)")
+    ev.add_argument("--env-plugin", action="append", help="environment plugin module or .py file (repeatable)")
+    ev.add_argument("--max-turns", type=int, help="assistant turns per trajectory (default 4)")
+    ev.add_argument("--out", help="write the summary and every sample to this JSON file")
+    ev.add_argument("--limit", type=int, help="evaluate only the first N rows")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the vLLM engine and its sampler (default 0)")
+    ev.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights' dtype in vLLM")
+    ev.add_argument("--max-model-len", type=int, help="vLLM context length (default: the model's)")
+    ev.set_defaults(fn=run_eval)

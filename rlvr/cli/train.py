@@ -1,13 +1,11 @@
 """`rlvr train`: which run directory a start may use (fresh, resumed, overwritten), then the Trainer."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
-
-def _fail(msg: str, code: int = 2) -> int:
-    print(f"rlvr: error: {msg}", file=sys.stderr)
-    return code
+from rlvr.cli.common import fail
 
 
 def _train_recipe(args):
@@ -30,10 +28,8 @@ def _train_recipe(args):
 def cmd_train(args) -> int:
     import shutil
 
-    from rlvr.checkpoint import CheckpointError
+    from rlvr.checkpoint import CheckpointError, completed_steps, has_checkpoint, is_running
     from rlvr.config import RecipeError
-
-    from rlvr.checkpoint import completed_steps, has_checkpoint, is_running
 
     try:
         recipe = _train_recipe(args)
@@ -47,7 +43,7 @@ def cmd_train(args) -> int:
         if args.resume and fresh and not (run_dir / "summary.json").is_file():
             print(f"{run_dir} never completed a step: starting it from the beginning")
         elif args.resume:
-            from rlvr.loop.trainer import resume_point
+            from rlvr.loop.checkpoints import resume_point
 
             point = resume_point(recipe)
             if point is None:
@@ -64,7 +60,7 @@ def cmd_train(args) -> int:
 
         prep = prepare(recipe)
     except (RecipeError, CheckpointError) as e:
-        return _fail(str(e))
+        return fail(str(e))
     from rlvr.cluster.placement import PreflightError
 
     if prep.report:
@@ -73,7 +69,7 @@ def cmd_train(args) -> int:
     try:
         s = trainer.run(point)
     except PreflightError as e:  # the plan does not fit the cluster: say which fields to change
-        return _fail(str(e))
+        return fail(str(e))
     finally:
         trainer.shutdown()
     t = s["timings"]
@@ -88,3 +84,93 @@ def cmd_train(args) -> int:
             f"{k.removeprefix('env/')} {b.get(k, 0):.2f} -> {e.get(k, 0):.2f}" for k in sorted(set(b) | set(e))))
     print(f"final policy: {s['run_dir']}/final   metrics: {s['run_dir']}/metrics.jsonl   plots: rlvr plot {s['run_dir']}")
     return 0
+
+
+# --------------------------------------------------------------------------- the command
+
+
+
+def cmd_config(args) -> int:
+    from rlvr.config import field_reference
+
+    lines = [f"| `{n}` | `{d}` | {desc} |" if args.markdown else f"{n:38s} {d:14s} {desc}" for n, d, desc in field_reference()]
+    return print_lines(lines)
+
+
+def print_lines(lines) -> int:
+    """Print to stdout; a reader that stops early (`| head`) ends the command quietly, as for any Unix tool."""
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+    return 0
+
+
+def cmd_check_final(args) -> int:
+    from rlvr.replay import replay_final
+
+    run = Path(args.run_dir)
+    need = [n for n in ("config.yaml", "eval_samples.jsonl", "final/config.json") if not (run / n).is_file()]
+    if not run.is_dir():
+        return fail(f"RUN_DIR: {run} does not exist")
+    if need:
+        return fail(f"RUN_DIR: {run} has no {need[0]}: check-final needs a finished run (config.yaml, "
+                     "eval_samples.jsonl and final/)")
+    if not (run / "eval_samples.jsonl").read_text().strip():
+        return fail(f"RUN_DIR: {run}/eval_samples.jsonl is empty: the run logged no evaluation to replay")
+    ok, total, bad = replay_final(args.run_dir)
+    print(f"transformers greedy decoding of {args.run_dir}/final reproduces {ok}/{total} completions of the last evaluation")
+    for prompt, vllm_text, hf_text in bad[:5]:
+        print(f"  mismatch: {prompt!r}: vLLM {vllm_text!r} vs transformers {hf_text!r}")
+    return 0 if ok == total else 1
+
+
+def cmd_scale(args) -> int:
+    """Ask a running `rlvr train` to grow or shrink its engine pool (it applies the request at its next step)."""
+    import json
+
+    run = Path(args.run_dir)
+    if not (run / "config.yaml").is_file():
+        return fail(f"RUN: {run} is not a run directory (runs/<name>, with config.yaml); for a Ray job, run "
+                     "`rlvr scale` on the cluster's head node with the job's run directory")
+    if (run / "summary.json").is_file():
+        return fail(f"RUN: {run} has finished (summary.json): nothing to scale")
+    if args.engines < 1:
+        return fail("--engines: must be >= 1")
+    from rlvr.checkpoint import is_running
+
+    running = is_running(run)
+    tmp = run / "scale.json.tmp"
+    tmp.write_text(json.dumps({"engines": args.engines}))
+    tmp.replace(run / "scale.json")  # atomic: the controller never reads half a request
+    if running:
+        print(f"asked {run} for {args.engines} engine(s); it applies this at its next step (see rollout/engines in metrics.jsonl)")
+    else:  # killed or not started yet: the request waits in scale.json for `rlvr train --resume`
+        print(f"{run} is not running: the request for {args.engines} engine(s) is kept in {run}/scale.json and "
+              "applied when the run continues (rlvr train --resume)")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    t = sub.add_parser("train", help="run a recipe on an embedded (or attached) Ray cluster")
+    t.add_argument("recipe", nargs="?", help="recipe YAML file (optional with --resume RUN_DIR: its config.yaml)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. --set learner.lr=3e-5")
+    t.add_argument("--resume", nargs="?", const=True, metavar="RUN_DIR",
+                   help="continue the run from its newest checkpoint (default run dir: output_dir/name)")
+    t.add_argument("--overwrite", action="store_true", help="start over in a run directory that already holds a run")
+    t.set_defaults(fn=cmd_train)
+
+    c = sub.add_parser("config", help="list every recipe field with its default and description")
+    c.add_argument("--markdown", action="store_true", help="as a Markdown table (docs/config.md)")
+    c.set_defaults(fn=cmd_config)
+
+    cf = sub.add_parser("check-final", help="replay the last evaluation with plain transformers on final/")
+    cf.add_argument("run_dir")
+    cf.set_defaults(fn=cmd_check_final)
+
+    sc = sub.add_parser("scale", help="grow or shrink a running training's vLLM engine pool")
+    sc.add_argument("run_dir", metavar="RUN", help="the run directory (runs/<name>)")
+    sc.add_argument("--engines", type=int, required=True, help="engines wanted")
+    sc.set_defaults(fn=cmd_scale)

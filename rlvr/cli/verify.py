@@ -5,17 +5,16 @@
 from __future__ import annotations
 
 import json
-import time
 import sys
-from pathlib import Path
+import time
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 from rlvr.verifiers.base import PluginError, VerifyRequest
 from rlvr.verifiers.config import VerifierConfig
 from rlvr.verifiers.pool import VerifierPool
 from rlvr.verifiers.registry import _REGISTRY, list_verifiers, load_plugins, unknown_message
-
 
 _ROW_FIELDS = ("id", "prompt", "response", "verifier", "ground_truth")
 
@@ -79,8 +78,8 @@ def with_judges(pool: VerifierPool, judges_yaml: str | None):
     if not judges_yaml:
         return pool
     from rlvr.config import load_model_sections
-    from rlvr.verifiers.scorer import Scorer
     from rlvr.engines.model_verifiers import local_model_verifiers
+    from rlvr.verifiers.scorer import Scorer
 
     sec = load_model_sections(judges_yaml)
     models = local_model_verifiers(sec.judges, sec.reward_models)
@@ -181,9 +180,9 @@ def run_model_bench(judges_yaml: str, requests: int = 64) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from rlvr.config import load_model_sections
     from rlvr.verifiers.bench import measure_models
     from rlvr.verifiers.scorer import model_name_map
-    from rlvr.config import load_model_sections
 
     sec = load_model_sections(judges_yaml)
     names = [n for n, (_, entry) in model_name_map(sec.judges, sec.reward_models).items() if n == entry]
@@ -205,3 +204,32 @@ def run_model_bench(judges_yaml: str, requests: int = 64) -> int:
     console.print(table)
     console.print(f"start-up (engines and models loaded): {startup:.1f}s")
     return 0
+
+
+# --------------------------------------------------------------------------- the command
+
+def run_verify(args) -> int:
+    from rlvr.verifiers import VerifierConfig
+
+    cfg = VerifierConfig(timeout_s=args.timeout, workers=args.workers, plugins=args.plugin or [])
+    return cmd_verify(args.input, args.output, cfg, judges=args.judges)
+
+
+def run_verifiers(args) -> int:
+
+    return cmd_verify(args.plugin or [])
+
+
+def add_parsers(sub) -> None:
+    v = sub.add_parser("verify", help="score a JSONL file of responses offline")
+    v.add_argument("--input", required=True)
+    v.add_argument("--output", required=True)
+    v.add_argument("--plugin", action="append", help="verifier plugin: module, file.py or file.py:function (repeatable)")
+    v.add_argument("--timeout", type=float, default=10.0)
+    v.add_argument("--workers", type=int, default=2)
+    v.add_argument("--judges", metavar="YAML", help="judges: / reward_models: sections (a recipe works) for rows naming them")
+    v.set_defaults(fn=run_verify)
+
+    ls = sub.add_parser("verifiers", help="list registered verifiers")
+    ls.add_argument("--plugin", action="append", help="verifier plugin: module, file.py or file.py:function (repeatable)")
+    ls.set_defaults(fn=run_verifiers)

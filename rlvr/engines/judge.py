@@ -26,7 +26,7 @@ class JudgeActor:
 
     async def _engine(self):
         if self.llm is None:
-            from rlvr.engines.rollout import start_async_llm
+            from rlvr.engines.async_llm import start_async_llm
 
             self.llm = start_async_llm(self._args, f"judge '{self.name}' engine {self.engine_index}")
             self.tokenizer = self.llm.get_tokenizer()

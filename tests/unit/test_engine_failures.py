@@ -19,7 +19,7 @@ import time
 import pytest
 import ray
 
-from rlvr.engines.rollout import GroupResult
+from rlvr.engines.completion import GroupResult
 from rlvr.engines.scheduler import RolloutScheduler, actor_state, engine_failure, restart_engine
 from rlvr.environments.base import Environment, Observation
 from rlvr.environments.trajectory import Limits, run_trajectory

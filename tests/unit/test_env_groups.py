@@ -11,7 +11,8 @@ import pytest
 from rlvr import toy_tools as tt
 from rlvr.engines import rollout
 from rlvr.engines.rollout import RolloutActor
-from rlvr.loop.trainer import Group, learner_prompt_ids, reset_failures
+from rlvr.loop.groups import Group
+from rlvr.loop.step import learner_prompt_ids, reset_failures
 from rlvr.environments.base import Environment, Observation
 from rlvr.environments.registry import register_environment
 from rlvr.environments.trajectory import env_metrics, render_opening
