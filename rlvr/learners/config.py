@@ -25,13 +25,16 @@ def effective_tis_cap(tis_cap: float | None, async_steps: int) -> float:
     return float(tis_cap)
 
 
-def off_policy_note(tis_cap: float | None, async_steps: int) -> str:
+def off_policy_note(tis_cap: float | None, async_steps: int, temperature: float = 1.0) -> str:
     """The start-up line saying which off-policy correction is in effect."""
     cap = effective_tis_cap(tis_cap, async_steps)
     if cap:
         why = "as set (algorithm.tis_cap)" if tis_cap is not None else f"the default with train.async_steps={async_steps}"
+        # vLLM reports log-probs before temperature scaling; the learner's are after it.
+        warn = (f"; warning: rollout.temperature={temperature:g} but vLLM's sampling log-probs are taken before "
+                "temperature, so the weights also carry that difference") if temperature not in (0.0, 1.0) else ""
         return (f"off-policy correction: truncated importance sampling, weight min(exp(learner - sampling "
-                f"log-prob), {cap:g}) per token, {why}")
+                f"log-prob), {cap:g}) per token, {why}{warn}")
     if async_steps > 0:
         return (f"off-policy correction: none (algorithm.tis_cap: 0) although train.async_steps={async_steps}: "
                 "stale samples train as on-policy")

@@ -118,7 +118,7 @@ class Trainer(StepChoices, Pipeline, EnginePool, WeightSync, Evaluation, Checkpo
                             f"{r.learner.ranks} learner rank(s) (ZeRO-{r.learner.zero_stage}); run dir {self.run_dir}")
         from rlvr.learners.config import off_policy_note
 
-        self.progress.print(off_policy_note(r.algorithm.tis_cap, r.train.async_steps))
+        self.progress.print(off_policy_note(r.algorithm.tis_cap, r.train.async_steps, r.rollout.temperature))
 
     def shutdown(self) -> None:
         import ray

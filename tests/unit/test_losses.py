@@ -338,6 +338,7 @@ def test_stale_samples_get_truncated_importance_weights_by_default():
     assert not learner_algorithm(load_recipe(recipe, check_files=False))["tis_cap"]
     assert "truncated importance sampling" in off_policy_note(None, 2) and "none needed" in off_policy_note(None, 0)
     assert "stale samples train as on-policy" in off_policy_note(0, 2)
+    assert "before temperature" in off_policy_note(None, 2, 0.7) and "warning" not in off_policy_note(None, 2, 1.0)
 
     # Two one-token responses to the same prompt: row 0 fresh (sampled by the current policy), row 1
     # stale (its sampling log-prob, from an older policy, was -2.0; the current policy gives it -1.0).
