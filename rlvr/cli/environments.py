@@ -1,7 +1,6 @@
 """The ``rlvr environments`` command: what environments, tools and tool-call parsers exist.
 
-``rlvr/cli.py`` adds the arguments with ``add_arguments`` and calls ``cmd_environments``,
-which returns the process exit code (1 when a plugin cannot be loaded).
+``cmd_environments`` returns the process exit code (1 when a plugin cannot be loaded).
 """
 from __future__ import annotations
 

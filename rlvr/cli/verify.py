@@ -1,7 +1,5 @@
-"""The ``rlvr verifiers``, ``rlvr verify`` and ``rlvr bench`` (verifier part) commands.
-
-``rlvr/cli.py`` parses arguments and calls these; each returns the process exit code.
-"""
+"""`rlvr verify | verifiers` and `rlvr bench verifiers`: score a file of responses offline, list the registered
+verifiers, measure them. Each returns the process exit code."""
 from __future__ import annotations
 
 import json

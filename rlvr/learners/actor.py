@@ -3,7 +3,7 @@
 N of these Ray actors form one DeepSpeed group (ZeRO 0-3; gloo on CPU, NCCL on GPU). Each
 takes its shard of the rollout batch (whole GRPO groups), computes advantages and the
 policy loss with the pure functions in advantages.py / losses.py, and steps. Rank 0 also
-sends the new weights to the rollout engines (cluster/weight_sync.py).
+sends the new weights to the rollout engines (weights/sync.py).
 
 With `algorithm.advantage: gae` each rank also holds a value model (critic.py) in a second
 DeepSpeed engine with its own AdamW and LR, stepped on the same micro-batches as the policy.

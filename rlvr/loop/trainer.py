@@ -28,7 +28,7 @@ from rlvr.verifiers import VerifierPool
 
 
 def learner_algorithm(recipe: Recipe) -> dict:
-    """The `algorithm:` section as the learners get it: tis_cap resolved (learners/algo_config.effective_tis_cap)."""
+    """The `algorithm:` section as the learners get it: tis_cap resolved (learners/config.effective_tis_cap)."""
     from rlvr.learners.config import effective_tis_cap
 
     a = recipe.algorithm

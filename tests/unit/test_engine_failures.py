@@ -241,7 +241,8 @@ class _StandInLLM:
 def _tag_across_a_swap(lora: bool):
     from types import SimpleNamespace
 
-    from rlvr.engines.rollout import RolloutActor, _sampling_params
+    from rlvr.engines.async_llm import sampling_params
+    from rlvr.engines.rollout import RolloutActor
 
     actor = RolloutActor("unused")
     actor.llm = llm = _StandInLLM()
@@ -251,8 +252,8 @@ def _tag_across_a_swap(lora: bool):
         actor.policy_version = 3
 
     async def go():
-        task = asyncio.ensure_future(actor._sample([1, 2], _sampling_params(n=1, temperature=1.0, top_p=1.0, max_tokens=4,
-                                                                          greedy=False, stream=True)))
+        task = asyncio.ensure_future(actor._sample([1, 2], sampling_params(n=1, temperature=1.0, top_p=1.0, max_tokens=4,
+                                                                         greedy=False, stream=True)))
         await llm.started.wait()
         actor.policy_version = 4
         if lora:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from rlvr import toy_tools as tt
-from rlvr.engines import rollout
+from rlvr.engines import multiturn
 from rlvr.engines.rollout import RolloutActor
 from rlvr.loop.groups import Group
 from rlvr.loop.step import learner_prompt_ids, reset_failures
@@ -53,7 +53,7 @@ def actor():
 
 
 def _group(actor, monkeypatch, fail_calls=()):
-    monkeypatch.setattr(rollout, "_sampling_params", lambda **kw: kw)
+    monkeypatch.setattr(multiturn, "sampling_params", lambda **kw: kw)
     _resets["calls"] = 0
     row = {"messages": [{"role": "user", "content": "What is 6 * 7?"}], "env": "test_seeded_reset"}
     res = asyncio.run(actor.run_env(row, env="test_seeded_reset", env_options={"fail_calls": list(fail_calls)},
