@@ -259,4 +259,6 @@ def test_environment_plugin_shipped_with_submit_loads_in_the_job(head, toy_dir, 
     assert "note: shipping module " + str(proj / "shipped_reward.py") in err, err
     assert "the recipe needs 9 CPUs but the cluster has 1" in out, out[-2000:]  # prepare passed in the job
     assert "shipped_countdown" not in out  # no unknown-environment error
-    assert "shipped_reward" not in out  # no unknown-verifier or plugin-import error
+    # the job's recipe names the shipped copy, and prepare loaded it (no unknown-verifier or import error)
+    assert """verifiers.plugins=["shipped_reward.py:shipped_reward"]""" in out, out[-2000:]
+    assert "unknown verifier" not in out and "cannot import verifier plugin" not in out
