@@ -383,7 +383,7 @@ class AgentEndpoint:
             call = await self._generate(s, prompt_ids, budget)
         except EngineDead:
             return _engine_failed()
-        call.messages = [dict(m) for m in messages]
+        call.messages = messages  # parsed from this request: nobody else holds them
         tool_calls = self._tool_calls(s, call.text, tools)
         seen = None if prompt_text is None else prompt_text + self.tokenizer.decode(call.completion_ids)
         s.replies.append(_Reply(norm, call.text, tuple(c["id"] for c in tool_calls), call, seen))
