@@ -19,11 +19,7 @@ import time
 from rlvr.engines.async_llm import sampling_params, start_async_llm
 from rlvr.engines.completion import Completion, GroupResult
 from rlvr.engines.multiturn import MultiTurn
-from rlvr.errors import (  # noqa: F401  (re-exported: callers catch them from here too)
-    EngineDead,
-    PromptRefused,
-    engine_error_kind,
-)
+from rlvr.errors import EngineDead, PromptRefused, engine_error_kind
 
 
 class RolloutActor(MultiTurn):
