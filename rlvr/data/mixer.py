@@ -90,8 +90,9 @@ def _load_one(src: DataSourceConfig, strict: bool) -> tuple[list[dict[str, Any]]
         if len(examples) < MAX_EXAMPLES:
             examples.append(where)
     rep.valid = len(valid)
-    if src.verifier is not None and valid and not used_default and own != {src.verifier}:
-        # A default nobody uses is a misunderstanding (rows' `dataset` column wins); say so before any run.
+    if src.verifier is not None and valid and not used_default and src.verifier not in own:
+        # A default no row uses is a misunderstanding (rows' `dataset` column wins); say so before any run.
+        # Rows naming it among their own verifiers agree with it.
         raise DataError(f"data source {src.label}: verifier: {src.verifier!r} is used by no row: every row names its own "
                         f"({', '.join(sorted(own))}, from its 'verifier'/'dataset' column), which overrides it; drop "
                         "verifier: or map another column with verifier_key")

@@ -146,3 +146,12 @@ def test_mixer_amounts_and_order_work_on_mapped_sources(tmp_path):
     assert len(load_sources([mk(fraction=0.5)], seed=1)) == 5
     a = load_sources([mk(fraction=0.5)], seed=1)
     assert a == load_sources([mk(fraction=0.5)], seed=1)  # seeded: same rows, same order, as for jsonl sources
+
+
+def test_source_verifier_among_the_rows_own_is_what_they_use(tmp_path):
+    # Rows naming several verifiers, the source's among them (a judge beside the rule check): they agree with it.
+    p = tmp_path / "t.jsonl"
+    p.write_text(json.dumps({"prompt": "q", "ground_truth": "1", "verifier": ["math", "style"]}) + "\n")
+    assert load_sources([DataSourceConfig(path=str(p), verifier="math")])[0]["verifier"] == ["math", "style"]
+    with pytest.raises(DataError, match=r"verifier: 'gsm8k' is used by no row"):
+        load_sources([DataSourceConfig(path=str(p), verifier="gsm8k")])
