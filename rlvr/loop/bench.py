@@ -23,7 +23,7 @@ import statistics
 import time
 from pathlib import Path
 
-DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "toy_addition_cpu.yaml"
+DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "toy_addition_cpu.yaml"
 
 
 def _long_tail(trainer, short: int, long: int):
