@@ -67,7 +67,7 @@ def cmd_toy_model(args) -> int:
 
 
 def output_problem(path: str | Path, option: str = "--output") -> str | None:
-    """Why `path` cannot be written as a new file, or None: outputs go into folders that exist (rlvr creates none)."""
+    """Why `path` cannot be written as a new file, or None; missing folders are fine (the command creates them)."""
     p = Path(path)
     if p.is_dir():
         return f"{option}: {p} is a directory; give a file name"
@@ -76,8 +76,6 @@ def output_problem(path: str | Path, option: str = "--output") -> str | None:
             if not parent.is_dir():
                 return f"{option}: {parent} is a file, not a folder"
             break
-    if not p.parent.is_dir():
-        return f"{option}: folder {p.parent} does not exist (create it first)"
     return None
 
 
@@ -103,6 +101,7 @@ def cmd_data(args) -> int:
     out = Path(args.output)
     if output_problem(out):
         return fail(output_problem(out))
+    out.parent.mkdir(parents=True, exist_ok=True)  # as `rlvr eval --out` does
     try:
         if args.what == "gsm8k":
             rows = convert_gsm8k(args.input, out, limit=args.limit)

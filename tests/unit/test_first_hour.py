@@ -61,16 +61,20 @@ def test_config_markdown_into_head_has_no_traceback():
 
 
 @pytest.mark.parametrize("where,expect", [
-    ("missing/x.jsonl", "folder {d}/missing does not exist (create it first)"),
     ("afile/x.jsonl", "{d}/afile is a file, not a folder"),
     (".", "{d} is a directory; give a file name"),
 ])
-def test_data_constraints_output_is_checked_not_created(tmp_path, capsys, where, expect):
+def test_data_constraints_output_is_checked(tmp_path, capsys, where, expect):
     (tmp_path / "afile").write_text("")
     out = tmp_path / where
     assert main(["data", "constraints", "--n", "2", "--output", str(out)]) == 2
     assert _err_line(capsys) == "rlvr: error: --output: " + expect.format(d=tmp_path)
-    assert not (tmp_path / "missing").exists()
+
+
+def test_data_constraints_creates_a_missing_output_folder(tmp_path, capsys):
+    out = tmp_path / "new" / "deeper" / "x.jsonl"
+    assert main(["data", "constraints", "--n", "2", "--output", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 2
 
 
 def test_scale_on_a_run_that_is_not_running_says_so(tmp_path, capsys):
