@@ -41,6 +41,7 @@ class RolloutConfig(_Section):
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (tensor parallelism); 1 on CPU")
     num_cpus: float = Field(1, gt=0, description="CPUs reserved per engine in Ray")
     num_gpus: float = Field(0, ge=0, description="GPUs reserved per engine in Ray (0 on a CPU machine)")
+    cpu_threads: int | None = Field(None, ge=0, description="cores each vLLM CPU engine computes on (default: synchronous runs, where generation and training take turns, share the node's cores among the engines; with async_steps, rollout.num_cpus; 0: vLLM's own binding, one core kept for its scheduler)")
     n: int = Field(8, ge=1, description="completions sampled per prompt (the GRPO group size)")
     temperature: float = Field(1.0, ge=0, description="sampling temperature for training rollouts")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling threshold for training rollouts")

@@ -1,4 +1,4 @@
-"""`rlvr bench rollout | agent | learner | sync | verifiers`: benchmarks that print measured ratios."""
+"""`rlvr bench step | rollout | agent | learner | sync | verifiers`: benchmarks that print measured ratios."""
 
 from __future__ import annotations
 
@@ -45,12 +45,26 @@ def cmd_bench(args) -> int:
         except RecipeError as e:
             return fail(str(e))
         return 0
-    raise AssertionError(args.what)  # argparse admits only the five above
+    if args.what == "step":
+        from rlvr.loop.bench_step import bench_step, format_step
+
+        try:
+            print(format_step(bench_step(args.recipe, args.vs or [], steps=args.steps, overrides=args.set or [])))
+        except (RuntimeError, ValueError) as e:
+            return fail(str(e))
+        return 0
+    raise AssertionError(args.what)  # argparse admits only the six above
 
 
 def add_parsers(sub) -> None:
     b = sub.add_parser("bench", help="benchmarks that print measured ratios")
-    bsub = b.add_subparsers(dest="what", required=True, metavar="{rollout,agent,learner,sync,verifiers}")
+    bsub = b.add_subparsers(dest="what", required=True, metavar="{step,rollout,agent,learner,sync,verifiers}")
+    bst = bsub.add_parser("step", help="a recipe's step time (generation, learner, sync) as written and with each --vs variant")
+    bst.add_argument("recipe", help="recipe YAML file")
+    bst.add_argument("--vs", action="append", metavar="KEY=VALUE[,KEY=VALUE]",
+                     help="a variant: these overrides on top of the recipe (repeatable; each is one more short run)")
+    bst.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field in every variant (repeatable)")
+    bst.add_argument("--steps", type=int, default=4, help="RL steps per variant; the first is left out (default 4)")
     bv = bsub.add_parser("verifiers", help="checks per second of each built-in verifier, through the worker pool")
     bv.add_argument("--quick", action="store_true", help="a quarter of the work")
     bv.add_argument("--workers", type=int, default=2, help="verifier worker processes (default 2)")

@@ -101,6 +101,13 @@ def cmd_data(args) -> int:
     out = Path(args.output)
     if output_problem(out):
         return fail(output_problem(out))
+    if args.what == "constraints":
+        from rlvr.data.constraints import check_kinds
+
+        try:
+            check_kinds(args.kinds.split(",") if args.kinds else None)
+        except ValueError as e:
+            return fail(f"--kinds: {e}")
     out.parent.mkdir(parents=True, exist_ok=True)  # as `rlvr eval --out` does
     try:
         if args.what == "gsm8k":
@@ -109,7 +116,8 @@ def cmd_data(args) -> int:
             return 0
         if args.n < 0 or args.max_constraints < 1:
             return fail(f"--n must be >= 0 and --max-constraints >= 1, got {args.n} and {args.max_constraints}")
-        rows = generate_constraint_prompts(args.n, args.seed, out, max_constraints=args.max_constraints)
+        rows = generate_constraint_prompts(args.n, args.seed, out, max_constraints=args.max_constraints,
+                                           kinds=args.kinds.split(",") if args.kinds else None, split=args.split)
     except DataError as e:
         return fail(str(e))
     except OSError as e:  # e.g. an output directory that cannot be created
@@ -153,4 +161,8 @@ def add_parsers(sub) -> None:
     dc.add_argument("--seed", type=int, default=0)
     dc.add_argument("--output", required=True, help="RLVR jsonl file to write")
     dc.add_argument("--max-constraints", type=int, default=2, help="1..K constraints per prompt (default 2)")
+    dc.add_argument("--kinds", metavar="ID,ID", help="only these IFEval instruction ids or groups, comma-separated "
+                    "(e.g. startend:end_checker,detectable_format; default all)")
+    dc.add_argument("--split", choices=["all", "train", "heldout"], default="all",
+                    help="draw tasks from all, from the training four fifths, or from the held-out fifth (default all)")
     dc.set_defaults(fn=cmd_data)

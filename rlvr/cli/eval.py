@@ -174,9 +174,9 @@ def cmd_eval(args) -> int:
     from rlvr.verifiers import VerifierConfig, VerifierPool, VerifyRequest
 
     t0 = time.time()
-    # The whole device is ours here (no learner beside the engine), hence the higher memory share.
+    # The whole device is ours here (no learner beside the engine), hence the higher memory share and every core.
     engine = RolloutActor(args.model_dir, seed=args.seed, dtype=args.dtype, max_model_len=args.max_model_len,
-                          gpu_memory_utilization=0.9)
+                          gpu_memory_utilization=0.9, cpu_threads=os.cpu_count())
     kwargs = dict(n=1 if inp.greedy else args.n, temperature=inp.temperature, max_tokens=args.max_tokens,
                   greedy=inp.greedy, track_versions=False)
 

@@ -213,11 +213,41 @@ def _conflicts() -> dict[str, set[str]]:
 CONFLICTS = _conflicts()
 
 
-def constraint_row(r: random.Random, max_constraints: int = 2) -> dict[str, Any]:
-    """One RLVR row: a task with 1..max_constraints mutually compatible IFEval constraints."""
+# A held-out split of the tasks: every fifth task and every third question is only ever asked in
+# `--split heldout` files, so a held-out evaluation asks for tasks the policy never trained on.
+SPLITS = ("all", "train", "heldout")
+
+
+def split_prompts(pool: list[str], split: str, every: int) -> list[str]:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split == "all":
+        return pool
+    return [p for i, p in enumerate(pool) if (i % every == every - 1) == (split == "heldout")]
+
+
+def check_kinds(kinds: list[str] | None) -> list[str]:
+    """The instruction ids a --kinds list names (an id, or a prefix such as `startend`); ValueError names an unknown one."""
+    if not kinds:
+        return list(IDS)
+    out: list[str] = []
+    for k in kinds:
+        hit = [i for i in IDS if i == k or i.split(":")[0] == k]
+        if not hit:
+            raise ValueError(f"unknown constraint kind {k!r}: give an IFEval instruction id or its group "
+                             f"(e.g. startend:end_checker or startend)")
+        out += [i for i in hit if i not in out]
+    return out
+
+
+def constraint_row(r: random.Random, max_constraints: int = 2, kinds: list[str] | None = None,
+                   split: str = "all") -> dict[str, Any]:
+    """One RLVR row: a task with 1..max_constraints mutually compatible IFEval constraints (of `kinds`: all
+    by default), the task drawn from `split`'s tasks."""
+    pool = IDS if kinds is None else kinds
     ids: list[str] = []
     for _ in range(r.randint(1, max_constraints)):
-        allowed = [i for i in IDS if not any(i in CONFLICTS[j] for j in ids)]
+        allowed = [i for i in pool if not any(i in CONFLICTS[j] for j in ids)]
         if not allowed:
             break
         ids.append(r.choice(allowed))
@@ -228,7 +258,8 @@ def constraint_row(r: random.Random, max_constraints: int = 2) -> dict[str, Any]
     # Multi-line constraints (with an example) go after one-line ones so no sentence is glued to
     # an example's last line; repeating the request goes last, as the request is all before it.
     order = sorted(range(len(ids)), key=lambda j: (ids[j] == "combination:repeat_prompt", "\n" in texts[j]))
-    prompt = r.choice(QUESTIONS if "detectable_format:constrained_response" in ids else TASKS)
+    prompt = r.choice(split_prompts(QUESTIONS, split, 3) if "detectable_format:constrained_response" in ids
+                      else split_prompts(TASKS, split, 5))
     for j in order:
         if ids[j] == "combination:repeat_prompt":
             kwargs[j]["prompt_to_repeat"] = prompt
@@ -245,14 +276,17 @@ def _words_consistent(kwargs: list[dict[str, Any]]) -> bool:
     return not forbidden & wanted
 
 
-def generate_constraint_prompts(n: int, seed: int, dst_jsonl: str | Path, max_constraints: int = 2) -> int:
+def generate_constraint_prompts(n: int, seed: int, dst_jsonl: str | Path, max_constraints: int = 2,
+                                kinds: list[str] | None = None, split: str = "all") -> int:
     """Write n constraint prompts (deterministic for a seed) to dst_jsonl; returns n."""
     if n < 0 or max_constraints < 1:
         raise ValueError(f"need n >= 0 and max_constraints >= 1, got n={n}, max_constraints={max_constraints}")
+    kinds = check_kinds(kinds) if kinds else None
+    split_prompts([], split, 5)  # checks the name before anything is written
     r = random.Random(seed)
     dst = Path(dst_jsonl)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with open(dst, "w", encoding="utf-8") as f:
         for _ in range(n):
-            f.write(json.dumps(constraint_row(r, max_constraints), ensure_ascii=False) + "\n")
+            f.write(json.dumps(constraint_row(r, max_constraints, kinds, split), ensure_ascii=False) + "\n")
     return n

