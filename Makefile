@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOY := .cache/rlvr/toy-addition
 
-.PHONY: env demo demo-tools test test-unit toy-model bench clean
+.PHONY: env demo demo-tools demo-real demo-real-data test test-unit toy-model bench clean
 
 env: $(STAMP)
 
@@ -38,6 +38,19 @@ demo: toy-model
 demo-tools: $(STAMP)
 	$(BIN)/rlvr toy-model --tools
 	$(BIN)/rlvr train recipes/toy_tools_cpu.yaml --overwrite
+
+# A real pretrained model on a CPU (recipes/smollm2_constraints_cpu.yaml): about 30 minutes, ~100 MB download.
+DEMO_REAL_KINDS := detectable_content:postscript,startend:end_checker,detectable_format:json_format,detectable_content:number_placeholders,keywords:existence,detectable_format:number_bullet_lists,detectable_format:multiple_sections,detectable_format:number_highlighted_sections
+DATA := .cache/rlvr/data
+demo-real-data: $(STAMP)
+	$(BIN)/rlvr data constraints --n 4000 --seed 0 --max-constraints 1 --split train --kinds $(DEMO_REAL_KINDS) --output $(DATA)/demo_real_train.jsonl
+	$(BIN)/rlvr data constraints --n 200 --seed 1 --max-constraints 1 --split heldout --unique --kinds $(DEMO_REAL_KINDS) --output $(DATA)/demo_real_heldout.jsonl
+
+demo-real: demo-real-data
+	test -f .cache/rlvr/smollm2-135m/config.json || $(BIN)/rlvr model smollm2
+	$(BIN)/rlvr train recipes/smollm2_constraints_cpu.yaml --overwrite
+	$(BIN)/rlvr plot runs/smollm2-constraints
+	$(BIN)/rlvr check-final runs/smollm2-constraints
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra --durations=15 tests

@@ -117,8 +117,9 @@ def cmd_data(args) -> int:
         if args.n < 0 or args.max_constraints < 1:
             return fail(f"--n must be >= 0 and --max-constraints >= 1, got {args.n} and {args.max_constraints}")
         rows = generate_constraint_prompts(args.n, args.seed, out, max_constraints=args.max_constraints,
-                                           kinds=args.kinds.split(",") if args.kinds else None, split=args.split)
-    except DataError as e:
+                                           kinds=args.kinds.split(",") if args.kinds else None, split=args.split,
+                                           unique=args.unique)
+    except (DataError, ValueError) as e:
         return fail(str(e))
     except OSError as e:  # e.g. an output directory that cannot be created
         return fail(f"--output: cannot write {out} ({e.strerror})")
@@ -165,4 +166,5 @@ def add_parsers(sub) -> None:
                     "(e.g. startend:end_checker,detectable_format; default all)")
     dc.add_argument("--split", choices=["all", "train", "heldout"], default="all",
                     help="draw tasks from all, from the training four fifths, or from the held-out fifth (default all)")
+    dc.add_argument("--unique", action="store_true", help="no prompt twice (for evaluation sets)")
     dc.set_defaults(fn=cmd_data)

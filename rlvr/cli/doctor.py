@@ -108,7 +108,7 @@ def recipe_plan(recipe) -> list[tuple[str, str]]:
     return [("model", model), ("rollout", f"{r.rollout.engines} vLLM engine(s) on {device(r.rollout.num_gpus)}, "
                                          f"tensor parallel {r.rollout.tensor_parallel_size}"),
             ("learner", f"{r.learner.ranks} DeepSpeed rank(s) on {device(r.learner.num_gpus)}, ZeRO-{r.learner.zero_stage}"),
-            ("dtype", r.model.dtype), ("weight sync", r.cluster.weight_sync_backend + (" (colocated)" if r.cluster.colocate else "")),
+            ("dtype", r.dtype + (" (auto)" if r.model.dtype == "auto" else "")), ("weight sync", r.cluster.weight_sync_backend + (" (colocated)" if r.cluster.colocate else "")),
             ("hardware", f"{r.hardware.nodes} node(s) x {r.hardware.cpus_per_node} CPUs, {r.hardware.gpus_per_node} GPUs")]
 
 
@@ -120,8 +120,8 @@ def warnings(facts: dict[str, str], recipe) -> list[str]:
         out.append("the recipe reserves GPUs but none is usable here (a Ray cluster elsewhere may have them)")
     if wants_gpu and "CPU build" in facts["vLLM"]:
         out.append("the recipe wants GPUs but the CPU build of vLLM is installed (pip install -e \".[gpu]\")")
-    if not wants_gpu and recipe.model.dtype != "float32" and "CPU" in facts["vLLM"]:
-        out.append(f"model.dtype {recipe.model.dtype} on CPU: supported, but float32 is what the CPU recipes are tested with")
+    if not wants_gpu and recipe.dtype != "float32" and "CPU" in facts["vLLM"]:
+        out.append(f"model.dtype {recipe.dtype} on CPU: supported, but float32 is what the CPU recipes are tested with")
     return out
 
 

@@ -43,6 +43,36 @@ TASKS = [
     "Describe the sounds of a forest after rain.",
     "Explain how a compass helps people find their way.",
     "Write a thank-you note to a teacher.",
+    "Describe how a sailboat moves against the wind.",
+    "Explain why leaves change colour in autumn.",
+    "Write a short story about a lost umbrella.",
+    "Give tips for a first camping trip.",
+    "Describe a market on a Saturday morning.",
+    "Explain how a refrigerator keeps food cold.",
+    "Write a product description for a wooden chess set.",
+    "Summarize why sleep matters for students.",
+    "Write a note reminding a friend about a picnic.",
+    "Explain how a post office sorts letters.",
+    "Describe the life of a honeybee colony in winter.",
+    "Write a short poem about a snowy evening.",
+    "Explain the difference between a lake and a pond.",
+    "Write a review of an imaginary cafe.",
+    "Describe how to repair a flat bicycle tyre.",
+    "Explain why people save money for emergencies.",
+    "Write a short speech thanking volunteers at a fair.",
+    "Describe a thunderstorm to someone who has never seen one.",
+    "Explain how glass is made from sand.",
+    "Write a travel guide entry for an imaginary mountain village.",
+    "Give tips for learning new words in a foreign language.",
+    "Explain how a kite stays in the air.",
+    "Write a short biography of a fictional sailor.",
+    "Describe a school playground at lunchtime.",
+    "Explain why people plant gardens on rooftops.",
+    "Write instructions for folding a paper boat.",
+    "Describe the smell of a bakery in the morning.",
+    "Explain how a clock keeps time.",
+    "Write a thank-you note to a neighbour who helped you move.",
+    "Describe how a river changes from its source to the sea.",
 ]
 
 # constrained_response demands a yes/no/maybe answer, so it goes with questions, not tasks.
@@ -277,16 +307,29 @@ def _words_consistent(kwargs: list[dict[str, Any]]) -> bool:
 
 
 def generate_constraint_prompts(n: int, seed: int, dst_jsonl: str | Path, max_constraints: int = 2,
-                                kinds: list[str] | None = None, split: str = "all") -> int:
-    """Write n constraint prompts (deterministic for a seed) to dst_jsonl; returns n."""
+                                kinds: list[str] | None = None, split: str = "all", unique: bool = False) -> int:
+    """Write n constraint prompts (deterministic for a seed) to dst_jsonl; returns n. `unique`: no prompt twice
+    (an evaluation's n prompts are then n measurements); ValueError when the kinds and split have fewer."""
     if n < 0 or max_constraints < 1:
         raise ValueError(f"need n >= 0 and max_constraints >= 1, got n={n}, max_constraints={max_constraints}")
     kinds = check_kinds(kinds) if kinds else None
     split_prompts([], split, 5)  # checks the name before anything is written
     r = random.Random(seed)
+    rows, seen = [], set()
+    for _ in range(100 * n):
+        if len(rows) == n:
+            break
+        row = constraint_row(r, max_constraints, kinds, split)
+        text = row["messages"][0]["content"]
+        if unique and text in seen:
+            continue
+        seen.add(text)
+        rows.append(row)
+    if len(rows) < n:
+        raise ValueError(f"only {len(rows)} distinct prompts for these kinds and split: ask for fewer (--n)")
     dst = Path(dst_jsonl)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with open(dst, "w", encoding="utf-8") as f:
-        for _ in range(n):
-            f.write(json.dumps(constraint_row(r, max_constraints, kinds, split), ensure_ascii=False) + "\n")
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return n

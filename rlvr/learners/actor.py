@@ -378,8 +378,13 @@ class LearnerActor:
         params = list(self.engine.module.named_parameters())
         if self.cfg.lora is None:
             return params
-        from rlvr.weights.adapter import adapter_name, is_adapter
+        from rlvr.weights.adapter import adapter_name, is_adapter, merged_state
 
+        if self.cfg.lora.sync == "merged":  # the engines serve a plain model: send W + B A * alpha / r
+            from rlvr.learners.lora import adapter_config_dict
+
+            with torch.no_grad():
+                return list(merged_state(dict(params), adapter_config_dict(self.engine.module)).items())
         return [(adapter_name(n), p) for n, p in params if is_adapter(n)]
 
     def weight_specs(self) -> list[tuple]:
@@ -390,8 +395,9 @@ class LearnerActor:
         return specs
 
     def adapter_config(self) -> dict | None:
-        """adapter_config.json's content (None without LoRA): the engines write it beside the received tensors."""
-        if self.cfg.lora is None:
+        """adapter_config.json's content (None without LoRA, or when syncs send merged weights): the engines
+        write it beside the received tensors."""
+        if self.cfg.lora is None or self.cfg.lora.sync == "merged":
             return None
         from rlvr.learners.lora import adapter_config_dict
 
@@ -437,7 +443,9 @@ class LearnerActor:
             else:  # the adapters folded in (a plain checkpoint), and the adapter itself in path/adapter (peft)
                 from rlvr.weights.adapter import adapter_name, is_adapter, merged_state, write_adapter
 
-                config = self.adapter_config()
+                from rlvr.learners.lora import adapter_config_dict
+
+                config = adapter_config_dict(self.engine.module)
                 plain = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype)
                 plain.load_state_dict(merged_state(state, config), strict=False)
                 plain.save_pretrained(path, safe_serialization=True)

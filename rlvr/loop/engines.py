@@ -52,10 +52,10 @@ class EnginePool:
 
         r = self.recipe
         return ray.remote(RolloutActor).options(**options).remote(
-            model_dir(r), seed=r.seed, max_model_len=r.rollout.max_model_len, dtype=r.model.dtype,
+            model_dir(r), seed=r.seed, max_model_len=r.rollout.max_model_len, dtype=r.dtype,
             kv_cache_gib=r.rollout.kv_cache_gib, tensor_parallel_size=r.rollout.tensor_parallel_size,
             gpu_memory_utilization=r.rollout.gpu_memory_utilization, enforce_eager=r.rollout.enforce_eager, engine_index=i,
-            lora_rank=r.learner.lora.rank if r.learner.lora else None, max_num_seqs=r.rollout.max_num_seqs,
+            lora_rank=r.learner.lora.rank if r.learner.lora and r.learner.lora.sync == "adapter" else None, max_num_seqs=r.rollout.max_num_seqs,
             cpu_threads=engine_cpu_threads(r))
 
 

@@ -88,7 +88,7 @@ class Trainer(StepChoices, Pipeline, EnginePool, WeightSync, Evaluation, Checkpo
         Learner = ray.remote(LearnerActor)
         self.learners = [Learner.options(**self.placement.learner_options(i)).remote(
             model_dir(r), rank=i, world_size=r.learner.ranks, learner=r.learner.model_dump(), algorithm=learner_algorithm(r),
-            total_steps=r.train.steps, micro_batches=self.micro_batches, seed=r.seed, dtype=r.model.dtype)
+            total_steps=r.train.steps, micro_batches=self.micro_batches, seed=r.seed, dtype=r.dtype)
             for i in range(r.learner.ranks)]
         self.rollouts = [self._new_engine(i, self.placement.rollout_options(i)) for i in range(r.rollout.engines)]
         from rlvr.engines.model_verifiers import start_model_verifiers

@@ -93,3 +93,33 @@ def test_vllm_serves_the_converted_model_like_transformers(run, smollm2_dir):
     hf = greedy_transformers(smollm2_dir, [s["prompt"] for s in first], max_new_tokens=16)
     # fp32 on both sides; compare the opening words, before float-order differences can flip a token.
     assert [h.split()[:4] for h in hf] == [s["completion"].split()[:4] for s in first]
+
+
+DEMO_REAL = ROOT / "recipes" / "smollm2_constraints_cpu.yaml"
+
+
+def demo_real_kinds() -> list[str]:
+    """The constraint kinds `make demo-real` trains on, read from the Makefile (one list, not two)."""
+    line = next(l for l in (ROOT / "Makefile").read_text().splitlines() if l.startswith("DEMO_REAL_KINDS"))
+    return line.split(":=", 1)[1].strip().split(",")
+
+
+def test_demo_real_recipe_runs_two_lora_steps_on_the_engines_cores(smollm2_dir, tmp_path):
+    """`make demo-real`'s recipe as written, shortened: LoRA, dtype auto, its constraint kinds and held-out split."""
+    kinds = demo_real_kinds()
+    generate_constraint_prompts(16, seed=0, dst_jsonl=tmp_path / "train.jsonl", max_constraints=1, kinds=kinds, split="train")
+    generate_constraint_prompts(4, seed=1, dst_jsonl=tmp_path / "eval.jsonl", max_constraints=1, kinds=kinds,
+                                split="heldout", unique=True)
+    recipe = load_recipe(DEMO_REAL, [
+        f"model.path={smollm2_dir}", f"data.train.0.path={tmp_path}/train.jsonl", f"data.eval.0.path={tmp_path}/eval.jsonl",
+        "train.steps=2", "train.prompts_per_step=4", "rollout.max_tokens=24", "train.eval_every=0",
+        f"output_dir={tmp_path}/runs", "logging.wandb=false", "logging.progress=false"])
+    assert recipe.learner.lora is not None and recipe.model.dtype == "auto"
+    summary = train(recipe)
+    assert summary["finished"] and summary["steps"] == 2
+    rows = [json.loads(line) for line in open(recipe.run_dir / "metrics.jsonl")]
+    assert [r["policy_version"] for r in rows] == [1, 2]
+    for r in rows:
+        assert 0.0 <= r["reward/ifeval"] <= 1.0 and r["drift/abs_logprob_diff"] < 1e-2, r
+        assert r["learner/trainable_parameters"] < 10e6  # adapters, not the 135M base weights
+    assert len([json.loads(l) for l in open(recipe.run_dir / "eval_samples.jsonl")]) == 8  # 4 held-out prompts, before and after
