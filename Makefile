@@ -50,7 +50,7 @@ demo-real: demo-real-data
 	test -f .cache/rlvr/smollm2-135m/config.json || $(BIN)/rlvr model smollm2
 	$(BIN)/rlvr train recipes/smollm2_constraints_cpu.yaml --overwrite
 	$(BIN)/rlvr plot runs/smollm2-constraints
-	$(BIN)/rlvr check-final runs/smollm2-constraints
+	$(BIN)/rlvr check-final runs/smollm2-constraints --limit 50
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra --durations=15 tests

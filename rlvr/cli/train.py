@@ -120,7 +120,9 @@ def cmd_check_final(args) -> int:
                      "eval_samples.jsonl and final/)")
     if not (run / "eval_samples.jsonl").read_text().strip():
         return fail(f"RUN_DIR: {run}/eval_samples.jsonl is empty: the run logged no evaluation to replay")
-    ok, total, bad = replay_final(args.run_dir)
+    if args.limit is not None and args.limit < 1:
+        return fail(f"--limit: must be at least 1, got {args.limit}")
+    ok, total, bad = replay_final(args.run_dir, limit=args.limit, progress=sys.stderr.isatty())
     print(f"transformers greedy decoding of {args.run_dir}/final reproduces {ok}/{total} completions of the last evaluation")
     for prompt, vllm_text, hf_text in bad[:5]:
         print(f"  mismatch: {prompt!r}: vLLM {vllm_text!r} vs transformers {hf_text!r}")
@@ -168,6 +170,7 @@ def add_parsers(sub) -> None:
 
     cf = sub.add_parser("check-final", help="replay the last evaluation with plain transformers on final/")
     cf.add_argument("run_dir")
+    cf.add_argument("--limit", type=int, help="replay only the first N samples (a real model takes seconds per prompt on a CPU)")
     cf.set_defaults(fn=cmd_check_final)
 
     sc = sub.add_parser("scale", help="grow or shrink a running training's vLLM engine pool")

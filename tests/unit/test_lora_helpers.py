@@ -68,3 +68,31 @@ def test_lora_config_errors_name_the_field():
         load_recipe("recipes/toy_addition_cpu.yaml", ["learner.lora={rank: 8}", "learner.zero_stage=3"])
     with pytest.raises(RecipeError, match="inflight_updates cannot be used with learner.lora"):
         load_recipe("recipes/toy_addition_cpu.yaml", ["learner.lora={rank: 8}", "train.inflight_updates=true", "train.async_steps=1"])
+    # merged syncs send plain weights, which a running request can continue under
+    r = load_recipe("recipes/toy_addition_cpu.yaml", ["learner.lora={rank: 8, sync: merged}", "train.inflight_updates=true",
+                                                      "train.async_steps=1"])
+    assert r.learner.lora.sync == "merged"
+    with pytest.raises(RecipeError, match="learner.lora.sync"):
+        load_recipe("recipes/toy_addition_cpu.yaml", ["learner.lora={rank: 8, sync: both}"])
+
+
+def test_a_merged_sync_engine_serves_a_plain_model(monkeypatch):
+    """With `sync: merged` the engines start without vLLM's LoRA: what they receive is the whole model."""
+    from rlvr.config import load_recipe
+    from rlvr.loop.engines import EnginePool
+
+    seen = {}
+
+    class Remote:
+        def options(self, **kw):
+            return self
+
+        def remote(self, *args, **kw):
+            seen.update(kw)
+
+    monkeypatch.setattr("ray.remote", lambda cls: Remote())
+    pool = EnginePool()
+    for sync, rank in (("merged", None), ("adapter", 8)):
+        pool.recipe = load_recipe("recipes/toy_addition_cpu.yaml", [f"learner.lora={{rank: 8, sync: {sync}}}"], check_files=False)
+        pool._new_engine(0, {})
+        assert seen["lora_rank"] == rank
