@@ -112,6 +112,8 @@ def cmd_check_final(args) -> int:
     from rlvr.replay import replay_final
 
     run = Path(args.run_dir)
+    if args.limit is not None and args.limit < 1:
+        return fail(f"--limit: must be at least 1, got {args.limit}")
     need = [n for n in ("config.yaml", "eval_samples.jsonl", "final/config.json") if not (run / n).is_file()]
     if not run.is_dir():
         return fail(f"RUN_DIR: {run} does not exist")
@@ -120,8 +122,6 @@ def cmd_check_final(args) -> int:
                      "eval_samples.jsonl and final/)")
     if not (run / "eval_samples.jsonl").read_text().strip():
         return fail(f"RUN_DIR: {run}/eval_samples.jsonl is empty: the run logged no evaluation to replay")
-    if args.limit is not None and args.limit < 1:
-        return fail(f"--limit: must be at least 1, got {args.limit}")
     ok, total, bad = replay_final(args.run_dir, limit=args.limit, progress=sys.stderr.isatty())
     print(f"transformers greedy decoding of {args.run_dir}/final reproduces {ok}/{total} completions of the last evaluation")
     for prompt, vllm_text, hf_text in bad[:5]:

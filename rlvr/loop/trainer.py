@@ -200,11 +200,11 @@ class Trainer(StepChoices, Pipeline, EnginePool, WeightSync, Evaluation, Checkpo
         env0 = dict(self.last_eval_env)
         self.progress.print(f"step {self.step}: held-out greedy accuracy {acc0:.1%}" if not resume
                             else f"resumed at step {self.step} (policy version {self.version})")
-        acc = acc0
+        acc, evaluated_at = acc0, (None if resume else self.step)
         while self.step < r.train.steps:
             m = self.train_step()
             if r.train.eval_every and self.step % r.train.eval_every == 0 and self.step < r.train.steps:
-                acc = self.evaluate()
+                acc, evaluated_at = self.evaluate(), self.step
             self.progress.update(self.step, f"reward {m['reward/mean']:.3f}  acc {acc:.1%}  gen {m['time/generation']:.1f}s  "
                                             f"train {m['time/training']:.1f}s  sync {m['time/weight_sync']:.2f}s")
             if r.train.save_every and self.step % r.train.save_every == 0:
@@ -213,7 +213,8 @@ class Trainer(StepChoices, Pipeline, EnginePool, WeightSync, Evaluation, Checkpo
                 self.progress.print(f"train.max_minutes={r.train.max_minutes} reached at step {self.step}")
                 break
         self.drain()
-        acc = self.evaluate()
+        if evaluated_at != self.step:  # stopped by max_minutes right after an evaluation: these weights are scored
+            acc = self.evaluate()
         self.save_final()
         summary = {"run_dir": str(self.run_dir), "steps": self.step, "finished": True, "accuracy_before": acc0,
                    "accuracy_after": acc, "accuracy_gain_points": 100 * (acc - acc0), "wall_seconds": time.time() - t_run,

@@ -31,6 +31,26 @@ def test_check_final_messages(tmp_path, capsys):
         (tmp_path / name).write_text("")
     assert main(["check-final", str(tmp_path)]) == 2
     assert "eval_samples.jsonl is empty" in _err_line(capsys)
+    assert main(["check-final", str(tmp_path), "--limit", "0"]) == 2
+    assert _err_line(capsys) == "rlvr: error: --limit: must be at least 1, got 0"
+
+
+def test_check_final_limit_replays_the_first_samples_of_the_last_evaluation(tmp_path, monkeypatch):
+    from rlvr import replay
+
+    (tmp_path / "config.yaml").write_text("rollout: {max_tokens: 7}\n")
+    rows = [{"step": s, "prompt": f"p{s}-{i}", "completion": f"c{i}"} for s in (0, 5) for i in range(4)]
+    (tmp_path / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    asked = {}
+
+    def fake(model_dir, prompts, max_new_tokens, progress=False):
+        asked.update(prompts=prompts, max_new_tokens=max_new_tokens)
+        return ["c0", "wrong"][:len(prompts)]
+
+    monkeypatch.setattr(replay, "greedy_transformers", fake)
+    ok, total, bad = replay.replay_final(tmp_path, limit=2)
+    assert asked == {"prompts": ["p5-0", "p5-1"], "max_new_tokens": 7}
+    assert (ok, total) == (1, 2) and bad == [("p5-1", "c1", "wrong")]
 
 
 def _rows(tmp_path):
