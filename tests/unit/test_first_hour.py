@@ -199,3 +199,12 @@ def test_readme_layout_names_every_module():
     missing = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "rlvr").rglob("*.py"))
                if p.name != "__init__.py" and p.name not in layout]
     assert missing == [], f"README.md's Layout omits {missing}"
+
+
+def test_docs_config_reference_is_current():
+    """docs/config.md is `rlvr config --markdown`'s output: a new field or description shows there too."""
+    from rlvr.config import field_reference
+
+    rows = [f"| `{n}` | `{d}` | {desc} |" for n, d, desc in field_reference()]
+    doc = [line for line in (ROOT / "docs" / "config.md").read_text().splitlines() if line.startswith("| `")]
+    assert doc == rows, "regenerate docs/config.md with `rlvr config --markdown`"
