@@ -387,9 +387,16 @@ class LearnerActor:
                 return list(merged_state(dict(params), adapter_config_dict(self.engine.module)).items())
         return [(adapter_name(n), p) for n, p in params if is_adapter(n)]
 
+    def _merged_shapes(self) -> list[tuple[str, torch.Tensor]]:
+        """A merged sync's names in order, each with the base tensor whose shape and dtype it sends (no merging)."""
+        from rlvr.weights.adapter import base_name, is_adapter
+
+        return [(base_name(n), p) for n, p in self.engine.module.named_parameters() if not is_adapter(n)]
+
     def weight_specs(self) -> list[tuple]:
         specs = []
-        for name, p in self._synced():
+        params = self._synced() if self.cfg.lora is None or self.cfg.lora.sync == "adapter" else self._merged_shapes()
+        for name, p in params:
             shape = tuple(p.ds_shape) if hasattr(p, "ds_shape") else tuple(p.shape)
             specs.append((name, str(p.dtype).removeprefix("torch."), shape))
         return specs

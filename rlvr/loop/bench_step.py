@@ -33,7 +33,7 @@ def step_figures(metrics: list[dict], samples_per_step: int, skip: int = 1) -> d
 
 def run_variant(recipe: str, overrides: list[str], steps: int, workdir: Path, label: str) -> dict[str, float]:
     """One `rlvr train` of `steps` steps with `overrides` (eval shrunk to one row, no checkpoints); its figures."""
-    name = f"bench-{abs(hash(label)) % 10**8}"
+    name = f"bench-{len(list(workdir.iterdir()))}"  # one run directory per variant
     cmd = [sys.executable, "-m", "rlvr.cli", "train", recipe, "--overwrite",
            "--set", f"train.steps={steps}", "--set", "train.eval_every=0", "--set", "train.save_every=0",
            "--set", "data.eval_size=1", "--set", f"output_dir={workdir}", "--set", f"name={name}",
