@@ -5,7 +5,10 @@ plugin: `environments.plugins: [rlvr.environments.bench_agents]`).
 - ``own_client``: builds its own ``openai.AsyncOpenAI`` per trajectory from ``client.base_url`` and
   ``client.api_key``, as code written against the OpenAI API does;
 - ``own_shared``: the same with ``http_client=shared_http_client()`` (the documented cheap way);
-- ``sync``: a plain ``def`` agent with the synchronous client it is handed.
+- ``sync``: a plain ``def`` agent with the synchronous client it is handed;
+- ``four_calls``: the handed client, four calls re-sending the whole history each time (what a chat loop
+  does): its endpoint overhead per trajectory against ``handed``'s shows whether a call's cost grows with
+  the history it re-sends.
 """
 from __future__ import annotations
 
@@ -45,4 +48,16 @@ def bench_sync(row, client):
     return reply.choices[0].message.content
 
 
+@register_agent("bench_four_calls")
+async def bench_four_calls(row, client):
+    """Four chat calls with the handed client, each re-sending the history and one more user turn."""
+    messages = [dict(m) for m in row["messages"]]
+    for k in range(4):
+        reply = await client.chat.completions.create(model="policy", messages=messages)
+        messages += [{"role": "assistant", "content": reply.choices[0].message.content},
+                     {"role": "user", "content": f"Check step {k + 1}."}]
+    return reply.choices[0].message.content
+
+
 STYLES = {"handed": "bench_handed", "own_client": "bench_own_client", "own_shared": "bench_own_shared", "sync": "bench_sync"}
+MULTI_CALL = "bench_four_calls"  # measured against "handed" for the endpoint's cost per trajectory

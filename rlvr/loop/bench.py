@@ -148,7 +148,9 @@ def agent_load(trainer, rows: list[dict], agent: str = "ask_twice") -> dict:
     def pct(xs, q):
         return 1e3 * xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
+    per_trajectory = [sum(c.trajectory["endpoint_seconds"]) for c in comps]
     return {"trajectories": len(comps), "calls": len(added), "seconds": seconds, "trajectories_per_s": len(comps) / seconds,
+            "endpoint_ms_per_trajectory": 1e3 * statistics.median(per_trajectory) if per_trajectory else float("nan"),
             "errors": sum(c.trajectory["reason"] != "done" for c in comps), "open_sessions": sum(s["sessions"] for s in stats),
             "endpoint_ms_p50": pct(added, 0.5), "endpoint_ms_p99": pct(added, 0.99),
             "engine_ms_p50": pct(engine, 0.5), "engine_ms_p99": pct(engine, 0.99), "comps": comps}
@@ -161,7 +163,7 @@ def bench_agent(recipe_path: str | None = None, trajectories: int = 256, overrid
     trajectory) on the same engine and prompts, and their ratios."""
     from rlvr.config import load_recipe
     from rlvr.loop.trainer import Trainer, prepare
-    from rlvr.environments.bench_agents import STYLES
+    from rlvr.environments.bench_agents import MULTI_CALL, STYLES
 
     plugins = "environments.plugins=[rlvr.environments.bench_agents]" if vs_single_turn else None
     recipe = load_recipe(recipe_path or DEFAULT_RECIPE, ["train.eval_every=0", "train.save_every=0", "logging.wandb=false",
@@ -188,6 +190,12 @@ def bench_agent(recipe_path: str | None = None, trajectories: int = 256, overrid
             r["samples_per_s"] = r["trajectories_per_s"]
             r["ratio"] = r["samples_per_s"] / out["single_turn"]["samples_per_s"]
             out["styles"][style] = r
+        if "handed" in out["styles"]:  # what a call costs the endpoint as the history it re-sends grows
+            agent_load(trainer, rows, agent=MULTI_CALL)
+            r = agent_load(trainer, rows, agent=MULTI_CALL)
+            r.pop("comps")
+            r["over_one_call"] = r["endpoint_ms_per_trajectory"] / out["styles"]["handed"]["endpoint_ms_per_trajectory"]
+            out["four_calls"] = r
         return out
     finally:
         trainer.shutdown()
@@ -212,6 +220,11 @@ def format_agent(r: dict) -> str:
             lines.append(f"  agent {style:<12} {a['samples_per_s']:8.1f} samples/s ({a['seconds']:.2f}s) = {a['ratio']:.3f} of "
                          f"single-turn (target >= 0.33); errors {a['errors']}; endpoint adds p50 {a['endpoint_ms_p50']:.1f} ms, "
                          f"p99 {a['endpoint_ms_p99']:.1f} ms per call")
+        if "four_calls" in r:
+            f, one = r["four_calls"], r["styles"]["handed"]
+            lines.append(f"  endpoint time per trajectory (median): 1 call {one['endpoint_ms_per_trajectory']:.2f} ms, 4 calls "
+                         f"re-sending the history {f['endpoint_ms_per_trajectory']:.2f} ms = {f['over_one_call']:.2f}x "
+                         f"(target <= 4); errors {f['errors']}")
         return "\n".join(lines)
     return (f"agent endpoint load: {r['trajectories']} concurrent trajectories ({r['calls']} calls) in {r['seconds']:.1f}s "
             f"= {r['trajectories_per_s']:.1f} trajectories/s; errors {r['errors']}, keys left open {r['open_sessions']}\n"

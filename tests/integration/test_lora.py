@@ -8,7 +8,10 @@
 - a checkpoint holds the adapter and its optimizer state: restored, it brings the policy back exactly,
   and the engines with it;
 - final/ is a plain merged checkpoint that `transformers` loads, and final/adapter a peft adapter,
-  both greedy-equal to the engine.
+  both greedy-equal to the engine;
+- with `learner.lora.sync: merged` the engine gets W + BA as plain weights (no vLLM LoRA): its greedy
+  output equals peft's from the learner's adapter and differs from the base model's, also after
+  pipelined steps whose weights landed in flight.
 """
 
 from pathlib import Path
@@ -35,16 +38,44 @@ def _greedy(model, prompt_ids, tok, max_tokens):
     return out
 
 
+def _recipe(toy_dir, tmp, lora: str):
+    return load_recipe(ROOT / "recipes" / "toy_addition_cpu.yaml", [
+        f"model.path={toy_dir}/model", f"data.train.0.path={toy_dir}/train.jsonl", f"data.eval.0.path={toy_dir}/eval.jsonl",
+        f"learner.lora={lora}", "learner.lr=5e-3", "train.prompts_per_step=64", "train.steps=9",
+        "train.eval_every=0", "data.eval_size=32", f"output_dir={tmp}", "name=lora", "logging.wandb=false",
+        "logging.progress=false"])
+
+
+def _vllm_greedy(trainer) -> tuple[list, list]:
+    rows = trainer.prep.eval_rows
+    prompts = [render_prompt(trainer.prep.tokenizer, r) for r in rows]
+    comps, ids, _, _, _ = trainer._generate_and_score(rows, prompts, greedy=True)
+    return ids, [c.token_ids for c in comps]
+
+
+def _peft_policy(recipe, state):
+    from transformers import AutoModelForCausalLM
+
+    from rlvr.learners.lora import apply_lora
+
+    model = apply_lora(AutoModelForCausalLM.from_pretrained(recipe.model.path, dtype=torch.float32), recipe.learner.lora)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and missing == ["lm_head.weight"]  # tied to the embedding
+    return model.eval()
+
+
+def _differs_from_base(recipe, prompt_ids, tok, vllm) -> int:
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(recipe.model.path, dtype=torch.float32).eval()
+    return sum(a != b for a, b in zip(_greedy(base, prompt_ids, tok, recipe.rollout.max_tokens), vllm))
+
+
 @pytest.fixture(scope="module")
 def run(toy_dir, tmp_path_factory):
     import ray
 
-    tmp = tmp_path_factory.mktemp("lora-run")
-    recipe = load_recipe(ROOT / "recipes" / "toy_addition_cpu.yaml", [
-        f"model.path={toy_dir}/model", f"data.train.0.path={toy_dir}/train.jsonl", f"data.eval.0.path={toy_dir}/eval.jsonl",
-        "learner.lora={rank: 8, alpha: 16}", "learner.lr=5e-3", "train.prompts_per_step=64", "train.steps=9",
-        "train.eval_every=0", "data.eval_size=32", f"output_dir={tmp}", "name=lora", "logging.wandb=false",
-        "logging.progress=false"])
+    recipe = _recipe(toy_dir, tmp_path_factory.mktemp("lora-run"), "{rank: 8, alpha: 16}")
     trainer = Trainer(prepare(recipe))
     out = {"recipe": recipe, "metrics": []}
     try:
@@ -58,18 +89,14 @@ def run(toy_dir, tmp_path_factory):
         out["async"] = [trainer.train_step() for _ in range(3)]
         trainer.recipe.train.async_steps = 0
         trainer.drain()
-        rows = trainer.prep.eval_rows
-        prompts = [render_prompt(trainer.prep.tokenizer, r) for r in rows]
-        comps, ids, _, _, _ = trainer._generate_and_score(rows, prompts, greedy=True)
-        out["prompt_ids"], out["vllm"] = ids, [c.token_ids for c in comps]
+        out["prompt_ids"], out["vllm"] = _vllm_greedy(trainer)
         out["state"] = ray.get(trainer.learners[0].full_state.remote())
         ckpt = trainer.save_checkpoint()
         out["after_more"] = trainer.train_step()  # the policy moves on...
         out["moved"] = ray.get(trainer.learners[0].full_state.remote())
         trainer.restore(ckpt, checkpoint.verify(ckpt))  # ...and comes back
         out["restored"] = ray.get(trainer.learners[0].full_state.remote())
-        comps, _, _, _, _ = trainer._generate_and_score(rows, prompts, greedy=True)
-        out["vllm_restored"] = [c.token_ids for c in comps]
+        out["vllm_restored"] = _vllm_greedy(trainer)[1]
         trainer.save_final()
         out["final"] = trainer.run_dir / "final"
         out["tokenizer"] = trainer.prep.tokenizer
@@ -79,18 +106,10 @@ def run(toy_dir, tmp_path_factory):
 
 
 def test_vllm_with_the_synced_adapter_equals_peft_greedy(run):
-    from transformers import AutoModelForCausalLM
-
-    from rlvr.learners.lora import apply_lora
-
     r, tok = run["recipe"], run["tokenizer"]
-    model = apply_lora(AutoModelForCausalLM.from_pretrained(r.model.path, dtype=torch.float32), r.learner.lora)
-    missing, unexpected = model.load_state_dict(run["state"], strict=False)
-    assert not unexpected and missing == ["lm_head.weight"]  # tied to the embedding
-    model.eval()
+    model = _peft_policy(r, run["state"])
     assert _greedy(model, run["prompt_ids"], tok, r.rollout.max_tokens) == run["vllm"]
-    base = AutoModelForCausalLM.from_pretrained(r.model.path, dtype=torch.float32).eval()
-    differ = sum(a != b for a, b in zip(_greedy(base, run["prompt_ids"], tok, r.rollout.max_tokens), run["vllm"]))
+    differ = _differs_from_base(r, run["prompt_ids"], tok, run["vllm"])
     assert differ >= 4, differ  # the engine really samples with the adapter
     for m in run["metrics"]:
         assert m["drift/abs_logprob_diff"] < 1e-4
@@ -129,3 +148,38 @@ def test_final_is_a_merged_checkpoint_and_a_peft_adapter(run):
     base = AutoModelForCausalLM.from_pretrained(r.model.path, dtype=torch.float32)
     adapted = PeftModel.from_pretrained(base, run["final"] / "adapter").eval()
     assert _greedy(adapted, run["prompt_ids"], tok, r.rollout.max_tokens) == run["vllm"]
+
+
+@pytest.fixture(scope="module")
+def merged(toy_dir, tmp_path_factory):
+    import ray
+
+    recipe = _recipe(toy_dir, tmp_path_factory.mktemp("lora-merged"), "{rank: 8, alpha: 16, sync: merged}")
+    trainer = Trainer(prepare(recipe))
+    out = {"recipe": recipe}
+    try:
+        trainer.start()
+        out["specs"] = trainer.specs
+        out["metrics"] = [trainer.train_step() for _ in range(2)]
+        trainer.recipe.train.async_steps = 1  # merged weights may land while a batch generates
+        out["async"] = [trainer.train_step() for _ in range(3)]
+        trainer.recipe.train.async_steps = 0
+        trainer.drain()
+        out["prompt_ids"], out["vllm"] = _vllm_greedy(trainer)
+        out["state"] = ray.get(trainer.learners[0].full_state.remote())
+        out["tokenizer"] = trainer.prep.tokenizer
+    finally:
+        trainer.shutdown()
+    return out
+
+
+def test_merged_sync_serves_the_merged_policy_as_plain_weights(merged):
+    r, tok = merged["recipe"], merged["tokenizer"]
+    assert _greedy(_peft_policy(r, merged["state"]), merged["prompt_ids"], tok, r.rollout.max_tokens) == merged["vllm"]
+    differ = _differs_from_base(r, merged["prompt_ids"], tok, merged["vllm"])
+    assert differ >= 4, differ  # what the engine serves is the merged policy, not the base
+    # The syncs carry the model's own tensors under its names, no adapter.
+    assert merged["specs"] and not any("lora_" in n for n, _, _ in merged["specs"])
+    assert all(m["fault/rollout_restarts"] == 0 for m in merged["async"])
+    for m in merged["metrics"]:
+        assert m["drift/abs_logprob_diff"] < 1e-4
