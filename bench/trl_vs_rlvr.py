@@ -67,7 +67,7 @@ def trl_python(venv: Path) -> Path:
 
 
 def median_step(stamps: list[float]) -> float:
-    """Median seconds between consecutive step ends, the first step (start-up) dropped."""
+    """The median step time from the ends of steps 1..k: the gaps are steps 2..k (step 1 is start-up)."""
     gaps = [b - a for a, b in zip(stamps, stamps[1:])]
     if not gaps:
         raise ValueError("fewer than 2 steps finished")
