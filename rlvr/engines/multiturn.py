@@ -87,9 +87,7 @@ class MultiTurn:
         from rlvr.environments.trajectory import render_opening
 
         ep = await self.agent_endpoint()
-        import os, sys  # EXPERIMENT
-        if os.environ.get("RLVR_SWITCH"):
-            sys.setswitchinterval(float(os.environ["RLVR_SWITCH"]))
+
         settings = dict(generate=turn, max_tokens=lim.max_tokens_per_turn, max_total_tokens=lim.max_total_tokens,
                         max_turns=lim.max_turns)
         tasks = [asyncio.ensure_future(run_agent(get_environment(env, **env_options), row, ep, settings, lim.timeout_s,
@@ -120,6 +118,7 @@ class MultiTurn:
                     "calls": CallIds.of(run), "reason": run.reason,
                     "step_rewards": [] if run.reward is None else [float(run.reward)], "agent_reward": run.reward,
                     "info": run.info, "error": run.error, "endpoint_seconds": run.endpoint_seconds,
+                    "endpoint_cpu_seconds": run.endpoint_cpu_seconds,
                     "engine_seconds": [c.seconds for c in run.calls]}
             c = completion(run.primary, run, traj)
             c.branches = [completion(b, run, traj) for b in run.branches]

@@ -57,6 +57,7 @@ class Call:
     finish_reason: str
     text: str = ""
     seconds: float = 0.0  # the engine's time on it
+    loop_cpu: float = 0.0  # CPU the endpoint's thread spent on other tasks while it waited for the engine
     messages: list | None = None  # a chat call's request messages (None for /v1/completions)
 
 
@@ -208,6 +209,7 @@ class AgentRun:
     calls: list[Call] = field(default_factory=list)
     endpoint_seconds: list[float] = field(default_factory=list)  # per call: time the endpoint added to the engine's
     where: list[tuple[int, int]] = field(default_factory=list)  # per call: (trajectory index, prompt length)
+    endpoint_cpu_seconds: list[float] = field(default_factory=list)  # per call: the endpoint handler's own CPU time
 
     @property
     def primary(self) -> Segment | None:
@@ -400,7 +402,8 @@ async def run_agent(env: AgentEnvironment, row: dict, endpoint, session_settings
         info.update({f"agent/{k}": v for k, v in result.info.items() if isinstance(v, (int, float))})
     # A run past its timeout is not scored (its last reply may be anything): reward 0, as for a raising agent.
     reward = 0.0 if reason == "timeout" else (None if result is None else result.reward)
-    return AgentRun(segments, answer, reward, reason, error, info, session.calls, session.endpoint_seconds, where)
+    return AgentRun(segments, answer, reward, reason, error, info, session.calls, session.endpoint_seconds, where,
+                    session.endpoint_cpu_seconds)
 
 
 async def ask_twice(row, client):

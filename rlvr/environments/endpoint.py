@@ -65,6 +65,9 @@ class Session:
     rerender_mismatch: int = 0
     settings_overridden: int = 0
     endpoint_seconds: list[float] = field(default_factory=list)  # per call: handler time minus engine time
+    # per call: the CPU time the handler itself took (this thread's, outside the engine call): unlike the wall
+    # time above it leaves out waits for the GIL held by the actor's other threads (Ray's, vLLM's, def agents')
+    endpoint_cpu_seconds: list[float] = field(default_factory=list)
     ended: str = ""  # "max_turns" once a call past max_turns was refused
     engine_error: BaseException | None = None  # the engine died under a call: run_agent re-raises it (EngineDead)
 
@@ -274,18 +277,24 @@ class AgentEndpoint:
     async def _generate(self, s: Session, prompt_ids: list[int], budget: int) -> Call:
         if s.engine_error is not None:  # the engine is gone: a retry must not reach it again
             raise s.engine_error
-        t_engine = time.perf_counter()
+        t_engine, cpu_engine = time.perf_counter(), time.thread_time()
         try:
             ids, lps, finish, spans = await s.generate(prompt_ids, budget)
         except EngineDead as e:  # not the agent's fault: run_agent re-raises it, the scheduler reruns the group
             s.engine_error = e
             raise
-        engine_s = time.perf_counter() - t_engine
+        engine_s, engine_cpu = time.perf_counter() - t_engine, time.thread_time() - cpu_engine
         eos = self.tokenizer.eos_token_id
         text = self.tokenizer.decode([t for t in ids if t != eos], skip_special_tokens=True)
         call = Call(list(prompt_ids), list(ids), list(lps), [tuple(x) for x in spans], finish, text, engine_s)
+        call.loop_cpu = engine_cpu  # the loop's CPU on other tasks while this call awaited the engine
         s.calls.append(call)
         return call
+
+    @staticmethod
+    def _record(s: Session, t0: float, cpu0: float, call: Call) -> None:
+        s.endpoint_seconds.append(time.perf_counter() - t0 - call.seconds)
+        s.endpoint_cpu_seconds.append(time.thread_time() - cpu0 - call.loop_cpu)
 
     def _opening_text(self, messages: list[dict], tools: list | None) -> str:
         """``render_opening``'s text (the chat template with the tools offered and the generation prompt)."""
@@ -364,7 +373,7 @@ class AgentEndpoint:
     async def _chat(self, request):
         from aiohttp import web
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.thread_time()
         s = self._session(request)
         if s is None:
             return _unauthorized()
@@ -401,10 +410,10 @@ class AgentEndpoint:
             sse = "".join(f"data: {json.dumps({'id': rid, 'object': 'chat.completion.chunk', 'created': created, 'model': self.model_name, 'choices': [choice]})}\n\n"
                           for choice in ({"index": 0, "delta": delta, "finish_reason": None},
                                          {"index": 0, "delta": {}, "finish_reason": finish}))
-            s.endpoint_seconds.append(time.perf_counter() - t0 - call.seconds)
+            self._record(s, t0, cpu0, call)
             return web.Response(body=(sse + "data: [DONE]\n\n").encode(), content_type="text/event-stream",
                                 headers={"Cache-Control": "no-cache"})
-        s.endpoint_seconds.append(time.perf_counter() - t0 - call.seconds)
+        self._record(s, t0, cpu0, call)
         return web.json_response({"id": rid, "object": "chat.completion", "created": created, "model": self.model_name,
                                   "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
                                   "usage": usage})
@@ -414,7 +423,7 @@ class AgentEndpoint:
 
         from rlvr.data.template import encode_prompts
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.thread_time()
         s = self._session(request)
         if s is None:
             return _unauthorized()
@@ -437,7 +446,7 @@ class AgentEndpoint:
             call = await self._generate(s, prompt_ids, budget)
         except EngineDead:
             return _engine_failed()
-        s.endpoint_seconds.append(time.perf_counter() - t0 - call.seconds)
+        self._record(s, t0, cpu0, call)
         return web.json_response({
             "id": f"cmpl-{secrets.token_hex(8)}", "object": "text_completion", "created": int(time.time()),
             "model": self.model_name,

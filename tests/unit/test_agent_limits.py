@@ -189,3 +189,26 @@ def test_shared_client_survives_a_users_close_and_serves_their_own_clients(tok):
 
     runs, _ = _run_many(tok, [own, own, unchanged])
     assert [r.reason for r in runs] == ["done"] * 3 and [r.answer for r in runs] == ["5"] * 3
+
+
+def test_endpoint_cpu_time_per_call_leaves_out_the_engines(tok):
+    """endpoint_cpu_seconds: the handler's own CPU per call; CPU burnt while the call awaited the engine (here the
+    engine's own, on the endpoint's thread) is not the endpoint's."""
+    say = engine_saying(tok)
+
+    async def busy_engine(ids, budget):
+        t = time.thread_time()
+        while time.thread_time() - t < 0.3:
+            pass
+        return await say(ids, budget)
+
+    async def twice(row, client):
+        messages = [dict(m) for m in row["messages"]]
+        r = await client.chat.completions.create(model="p", messages=messages)
+        messages += [{"role": "assistant", "content": r.choices[0].message.content}, {"role": "user", "content": "?"}]
+        return (await client.chat.completions.create(model="p", messages=messages)).choices[0].message.content
+
+    (run,), _ = _run_many(tok, [twice], engine=busy_engine)
+    assert run.reason == "done" and len(run.endpoint_cpu_seconds) == len(run.endpoint_seconds) == 2
+    assert all(0 <= x < 0.15 for x in run.endpoint_cpu_seconds), run.endpoint_cpu_seconds
+    assert all(c.seconds >= 0.3 for c in run.calls)
