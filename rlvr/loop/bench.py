@@ -152,7 +152,8 @@ def agent_load(trainer, rows: list[dict], agent: str = "ask_twice") -> dict:
     cpu_per_trajectory = [sum(c.trajectory["endpoint_cpu_seconds"]) for c in comps]
     return {"trajectories": len(comps), "calls": len(added), "seconds": seconds, "trajectories_per_s": len(comps) / seconds,
             "endpoint_ms_per_trajectory": 1e3 * statistics.median(per_trajectory) if per_trajectory else float("nan"),
-            "endpoint_cpu_ms_per_trajectory": 1e3 * statistics.mean(cpu_per_trajectory) if cpu_per_trajectory else float("nan"),
+            "endpoint_cpu_ms_mean": 1e3 * statistics.mean(cpu_per_trajectory) if cpu_per_trajectory else float("nan"),
+            "endpoint_cpu_ms_median": 1e3 * statistics.median(cpu_per_trajectory) if cpu_per_trajectory else float("nan"),
             "errors": sum(c.trajectory["reason"] != "done" for c in comps),
             "first_error": next((f"{c.trajectory['reason']}: {c.trajectory.get('error', '')}" for c in comps
                                  if c.trajectory["reason"] != "done"), ""), "open_sessions": sum(s["sessions"] for s in stats),
@@ -199,7 +200,8 @@ def bench_agent(recipe_path: str | None = None, trajectories: int = 256, overrid
             r = agent_load(trainer, rows, agent=MULTI_CALL)
             r.pop("comps")
             one = out["styles"]["handed"]
-            r["over_one_call"] = r["endpoint_cpu_ms_per_trajectory"] / one["endpoint_cpu_ms_per_trajectory"]
+            r["over_one_call"] = r["endpoint_cpu_ms_median"] / one["endpoint_cpu_ms_median"]
+            r["mean_over_one_call"] = r["endpoint_cpu_ms_mean"] / one["endpoint_cpu_ms_mean"]
             r["wall_over_one_call"] = r["endpoint_ms_per_trajectory"] / one["endpoint_ms_per_trajectory"]
             out["four_calls"] = r
         return out
@@ -228,9 +230,12 @@ def format_agent(r: dict) -> str:
                          f"p99 {a['endpoint_ms_p99']:.1f} ms per call")
         if "four_calls" in r:
             f, one = r["four_calls"], r["styles"]["handed"]
-            lines.append(f"  endpoint CPU per trajectory (mean): 1 call {one['endpoint_cpu_ms_per_trajectory']:.3f} ms, 4 calls "
-                         f"re-sending the history {f['endpoint_cpu_ms_per_trajectory']:.3f} ms = {f['over_one_call']:.2f}x "
+            lines.append(f"  endpoint CPU per trajectory (median): 1 call {one['endpoint_cpu_ms_median']:.3f} ms, 4 calls "
+                         f"re-sending the history {f['endpoint_cpu_ms_median']:.3f} ms = {f['over_one_call']:.2f}x "
                          f"(target <= 4); errors {f['errors']}" + (f" ({f['first_error'][:200]})" if f["errors"] else ""))
+            lines.append(f"    mean (garbage collections of the whole process land in a few handlers): "
+                         f"{one['endpoint_cpu_ms_mean']:.3f} ms vs {f['endpoint_cpu_ms_mean']:.3f} ms "
+                         f"= {f['mean_over_one_call']:.2f}x")
             lines.append(f"    wall time the endpoint added per trajectory (median, GIL waits for the actor's other threads "
                          f"included): {one['endpoint_ms_per_trajectory']:.2f} ms vs {f['endpoint_ms_per_trajectory']:.2f} ms "
                          f"= {f['wall_over_one_call']:.2f}x")

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import pytest
 
 from rlvr.cli import main
 from rlvr.cluster import jobs
+from rlvr.weights.sync import free_port
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.filterwarnings("ignore:ssl=None is deprecated:DeprecationWarning")]  # inside Ray's log tail
@@ -34,12 +34,6 @@ PLUGIN = '''from rlvr.verifiers.registry import register
 def always_seven(response, ground_truth, *, prompt=None):
     return 0.7
 '''
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ours(proc: psutil.Process, sid: int, temp: str) -> bool:
@@ -82,13 +76,13 @@ def _stop_head(sid: int, temp: str) -> None:
 def head():
     """A one-CPU Ray head bound to loopback; yields its dashboard URL."""
     temp = tempfile.mkdtemp(prefix="rlvr-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 chars
-    dashboard = _free_port()
+    dashboard = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
     env.update(PATH=f"{RAY.parent}{os.pathsep}{env.get('PATH', '')}",  # jobs run `python`: this venv's
                RAY_USAGE_STATS_ENABLED="0",
                RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # single-node mode: every service on 127.0.0.1
                RAY_AUTH_MODE="disabled")  # else a token in ~/.ray turns auth on for the head only
-    ports = {f"--{name}": _free_port() for name in ("port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+    ports = {f"--{name}": free_port() for name in ("port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                                                     "runtime-env-agent-port", "metrics-export-port", "node-manager-port",
                                                     "object-manager-port", "ray-client-server-port")}
     cmd = [str(RAY), "start", "--head", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
@@ -194,7 +188,7 @@ def test_bad_recipe_exits_2_and_submits_nothing(head, tmp_path):
 
 
 def test_unreachable_cluster_is_one_line():
-    closed = f"http://127.0.0.1:{_free_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"
     r = _cli_process("jobs", "--address", closed)
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1
     assert r.stderr.startswith(f"rlvr: error: cannot reach the Ray cluster at {closed} ")

@@ -89,3 +89,16 @@ def test_a_failed_reset_is_counted_and_its_group_is_not_trained(actor, monkeypat
     assert pick_groups([True, True], unusable, target=2) == [1]
     m = env_metrics([c.trajectory for g in (bad, good) for c in g.comps])
     assert m["env/reset_errors"] == 1.0 and m["env/errors"] == pytest.approx(1 / (2 * N))
+
+
+@pytest.mark.parametrize("track", [False, True])
+def test_turns_stream_token_deltas_only_when_a_weight_update_can_land_mid_turn(actor, monkeypatch, track):
+    """As single-turn `generate`: without in-flight updates or async steps (track_versions False) a turn's
+    tokens come back in one engine output; with them, every token is streamed to be tagged with its version."""
+    seen = []
+    monkeypatch.setattr(multiturn, "sampling_params", lambda **kw: seen.append(kw) or kw)
+    _resets["calls"] = 0
+    row = {"messages": [{"role": "user", "content": "What is 6 * 7?"}], "env": "test_seeded_reset"}
+    asyncio.run(actor.run_env(row, env="test_seeded_reset", env_options={}, plugins=[], limits={"max_turns": 2}, n=2,
+                              temperature=1.0, max_tokens=8, track_versions=track))
+    assert seen and all(kw["stream"] is track for kw in seen)
