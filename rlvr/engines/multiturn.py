@@ -90,7 +90,6 @@ class MultiTurn:
         from rlvr.environments.trajectory import render_opening
 
         ep = await self.agent_endpoint()
-
         settings = dict(generate=turn, max_tokens=lim.max_tokens_per_turn, max_total_tokens=lim.max_total_tokens,
                         max_turns=lim.max_turns)
         tasks = [asyncio.ensure_future(run_agent(get_environment(env, **env_options), row, ep, settings, lim.timeout_s,
