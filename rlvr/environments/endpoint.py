@@ -286,8 +286,7 @@ class AgentEndpoint:
         engine_s, engine_cpu = time.perf_counter() - t_engine, time.thread_time() - cpu_engine
         eos = self.tokenizer.eos_token_id
         text = self.tokenizer.decode([t for t in ids if t != eos], skip_special_tokens=True)
-        call = Call(list(prompt_ids), list(ids), list(lps), [tuple(x) for x in spans], finish, text, engine_s)
-        call.loop_cpu = engine_cpu  # the loop's CPU on other tasks while this call awaited the engine
+        call = Call(list(prompt_ids), list(ids), list(lps), [tuple(x) for x in spans], finish, text, engine_s, engine_cpu)
         s.calls.append(call)
         return call
 
