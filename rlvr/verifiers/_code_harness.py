@@ -139,6 +139,7 @@ def main():
     nonce = _read_nonce()
     report = _make_reporter(fd, nonce)
     del nonce
+    report("start")  # before the program loads: without it, the sandbox itself failed (not the program)
     with open("/box/spec.bin", "rb") as f:
         spec = marshal.loads(f.read())
     if spec["mode"] == "io":

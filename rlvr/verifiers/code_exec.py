@@ -160,6 +160,11 @@ def run_tests(program: str, tests: dict, *, timeout_s: float = 6.0, memory_mb: i
             events.append((parts[1], int(parts[2]), parts[3] if len(parts) > 3 else ""))
         except ValueError:
             continue
+    if not any(kind == "start" for kind, _, _ in events):
+        # The harness never ran: a sandbox that failed to start is not the program's fault, and a 0 for it
+        # would be a false reward. Raising makes it a verifier error, and the sample is left out.
+        raise RuntimeError(f"the sandbox did not start the test harness (exit code {res.returncode}"
+                           f"{', timed out' if res.timed_out else ''}): {res.stderr[-200:].decode('utf-8', 'replace')}")
     passed = [False] * n
     reason = None
     for kind, i, text in events:
