@@ -71,26 +71,33 @@ def _differs_from_base(recipe, prompt_ids, tok, vllm) -> int:
     return sum(a != b for a, b in zip(_greedy(base, prompt_ids, tok, recipe.rollout.max_tokens), vllm))
 
 
+def _two_then_three_pipelined(trainer, out: dict) -> None:
+    """Start, 2 synchronous steps, 3 with async_steps 1, drain; then vLLM's greedy eval output and the
+    learner's state, into `out`."""
+    import ray
+
+    trainer.start()
+    out["specs"] = trainer.specs
+    out["metrics"] = [trainer.train_step() for _ in range(2)]
+    trainer.recipe.train.async_steps = 1
+    out["async"] = [trainer.train_step() for _ in range(3)]
+    trainer.recipe.train.async_steps = 0
+    trainer.drain()
+    out["prompt_ids"], out["vllm"] = _vllm_greedy(trainer)
+    out["state"] = ray.get(trainer.learners[0].full_state.remote())
+
+
 @pytest.fixture(scope="module")
 def run(toy_dir, tmp_path_factory):
     import ray
 
     recipe = _recipe(toy_dir, tmp_path_factory.mktemp("lora-run"), "{rank: 8, alpha: 16}")
     trainer = Trainer(prepare(recipe))
-    out = {"recipe": recipe, "metrics": []}
+    out = {"recipe": recipe}
     try:
-        trainer.start()
-        out["specs"] = trainer.specs
-        for _ in range(2):
-            out["metrics"].append(trainer.train_step())
-        # Pipelined (async_steps 1): the next batch is submitted while the adapter swaps; none may start
-        # with the adapter being removed (that killed the engine core).
-        trainer.recipe.train.async_steps = 1
-        out["async"] = [trainer.train_step() for _ in range(3)]
-        trainer.recipe.train.async_steps = 0
-        trainer.drain()
-        out["prompt_ids"], out["vllm"] = _vllm_greedy(trainer)
-        out["state"] = ray.get(trainer.learners[0].full_state.remote())
+        # Pipelined steps: the next batch is submitted while the adapter swaps; none may start with the
+        # adapter being removed (that killed the engine core).
+        _two_then_three_pipelined(trainer, out)
         ckpt = trainer.save_checkpoint()
         out["after_more"] = trainer.train_step()  # the policy moves on...
         out["moved"] = ray.get(trainer.learners[0].full_state.remote())
@@ -152,21 +159,11 @@ def test_final_is_a_merged_checkpoint_and_a_peft_adapter(run):
 
 @pytest.fixture(scope="module")
 def merged(toy_dir, tmp_path_factory):
-    import ray
-
     recipe = _recipe(toy_dir, tmp_path_factory.mktemp("lora-merged"), "{rank: 8, alpha: 16, sync: merged}")
     trainer = Trainer(prepare(recipe))
     out = {"recipe": recipe}
     try:
-        trainer.start()
-        out["specs"] = trainer.specs
-        out["metrics"] = [trainer.train_step() for _ in range(2)]
-        trainer.recipe.train.async_steps = 1  # merged weights may land while a batch generates
-        out["async"] = [trainer.train_step() for _ in range(3)]
-        trainer.recipe.train.async_steps = 0
-        trainer.drain()
-        out["prompt_ids"], out["vllm"] = _vllm_greedy(trainer)
-        out["state"] = ray.get(trainer.learners[0].full_state.remote())
+        _two_then_three_pipelined(trainer, out)  # merged weights may land while a batch generates
         out["tokenizer"] = trainer.prep.tokenizer
     finally:
         trainer.shutdown()
